@@ -1,0 +1,140 @@
+"""dart: durability, atomicity, replicability and time-versioning for unmodified
+Python programs.
+
+    import dart; dart.enable()          # first lines of a script, or
+    python -m dart run train.py ARGS    # no edit at all
+
+Commits happen at safe points; re-running the same command after a crash
+continues from the newest commit. See the README for the guarantees.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+
+from . import _native  # noqa: F401  (fails early, with a clear message, if the extension is missing)
+from .config import resolve as _resolve
+from .errors import (
+    CaptureError,
+    ConfigError,
+    CorruptObjectError,
+    DartError,
+    DartWarning,
+    ResumeError,
+    ScriptError,
+    StoreError,
+)
+from .flush import CommitHandle
+
+__version__ = "0.1.0"
+__all__ = [
+    "enable",
+    "commit",
+    "flush",
+    "load",
+    "CommitHandle",
+    "DartError",
+    "DartWarning",
+    "CaptureError",
+    "ConfigError",
+    "CorruptObjectError",
+    "ResumeError",
+    "ScriptError",
+    "StoreError",
+]
+
+
+def enable(store: str | None = None, every: float | str | None = None, fresh: bool = False) -> None:
+    """Commit this script's state at safe points from here on, and resume it.
+
+    Call it at the top level of the main script, first thing after ``import
+    dart``. ``store`` (default ``DART_STORE`` or ``.dart``) is the directory of
+    commits; ``every`` is the commit interval in seconds (``0``: every safe
+    point; ``"never"``: only ``dart.commit()``; default ``DART_EVERY`` or 30).
+    If an earlier run of the same command did not finish, the script continues
+    from its newest commit instead of running from here.
+    """
+    from . import runner
+
+    if runner.active_session() is not None:
+        return  # already running under dart (or re-run while resuming)
+    runner.enable_in_main(sys._getframe(1), _resolve(store=store, every=every, fresh=fresh))
+
+
+def commit(message: str | None = None) -> CommitHandle:
+    """Commit now. Returns as soon as the state is captured; ``.wait()`` on the
+    handle blocks until the commit is durable."""
+    from . import runner
+
+    session = runner.active_session()
+    if session is None:
+        raise DartError("dart.commit() needs dart to be running: call dart.enable() first or use `dart run`")
+    return session.commit_explicit(sys._getframe(1), message)
+
+
+def flush(timeout: float | None = None) -> None:
+    """Block until every commit made so far is durable."""
+    from . import runner
+
+    session = runner.active_session()
+    if session is not None:
+        session.flusher.drain(timeout)
+
+
+def load(commit: str | None = None, names=None, store: str | None = None) -> dict:
+    """The variables saved by a commit (default: the newest in the store), as a
+    dict. ``commit`` is an id, a unique prefix or a run id; ``names`` limits
+    the result to those variables."""
+    from .capture import restore
+    from .resume.continuation import prologue
+    from .store import Store
+
+    options = _resolve(store=store)
+    if not options.store.is_dir():
+        raise StoreError(f"no dart store at {options.store}; pass store= or set DART_STORE")
+    st = Store(options.store, create=False)
+    if commit is None:
+        commits = st.log()
+        if not commits:
+            raise StoreError(f"the store {options.store} has no commits yet")
+        record = commits[0]
+    else:
+        record = st.get_commit(commit)
+    namespace = _definitions(record.get("source", {}).get("file"))
+    state = record["state"]
+    roots = restore(
+        st.get_object(state["pickle"]), [st.get_object(b) for b in state["buffers"]], main_namespace=namespace
+    )
+    variables = roots["globals"]
+    if names is None:
+        return variables
+    if isinstance(names, str):
+        names = [names]
+    missing = [n for n in names if n not in variables]
+    if missing:
+        raise DartError(
+            f"commit {record['id'][:12]} has no variable {', '.join(map(repr, missing))}; "
+            f"it has: {', '.join(sorted(variables)) or 'none'}"
+        )
+    return {n: variables[n] for n in names}
+
+
+def _definitions(script: str | None) -> dict | None:
+    """Classes and functions of the committed script, to load its objects in
+    another process (they were saved by reference)."""
+    from .resume.continuation import prologue
+
+    if not script:
+        return None
+    try:
+        with open(script, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), script)
+    except (OSError, SyntaxError):
+        return None
+    namespace = {"__name__": "__dart_load__", "__file__": script}
+    try:
+        exec(compile(prologue(tree, {"path": []}), script, "exec"), namespace)
+    except Exception:
+        return None
+    return namespace

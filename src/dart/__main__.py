@@ -1,0 +1,3 @@
+from dart.cli import main
+
+raise SystemExit(main())

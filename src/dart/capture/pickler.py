@@ -1,0 +1,114 @@
+"""Pickling of program state: protocol 5, out-of-band buffers, identity kept.
+
+One pickle stream holds all roots of a commit, so two names for one object
+restore as one object. On top of plain pickle:
+
+* modules are saved by reference (their import name);
+* a NumPy array that is a view of another array is saved as (base, offset,
+  shape, strides, dtype), so views of one array restore as views of one array;
+* contiguous array data leaves the stream as out-of-band buffers, which the
+  caller copies (the program keeps running and may change them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import pickle
+import sys
+import types
+
+PROTOCOL = 5
+
+
+def _import_module(name: str) -> types.ModuleType:
+    return importlib.import_module(name)
+
+
+def _rebuild_view(base, offset: int, shape, strides, dtype, writeable: bool):
+    import numpy as np
+
+    view = np.ndarray(shape, dtype=dtype, buffer=base, offset=offset, strides=strides)
+    if not writeable:
+        view.flags.writeable = False
+    return view
+
+
+def _root_array(array):
+    """The outermost ndarray in ``array``'s chain of bases (the one whose memory
+    the view looks at)."""
+    import numpy as np
+
+    root = None
+    base = array.base
+    while isinstance(base, np.ndarray):
+        root = base
+        base = base.base
+    return root
+
+
+class StatePickler(pickle.Pickler):
+    def __init__(self, file, buffer_callback=None, main_module: types.ModuleType | None = None):
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
+        self._main = main_module
+
+    def reducer_override(self, obj):
+        if isinstance(obj, types.ModuleType):
+            if obj is self._main:
+                return _import_module, ("__main__",)
+            return _import_module, (obj.__name__,)
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and type(obj) is numpy.ndarray and obj.base is not None:
+            root = _root_array(obj)
+            if (
+                root is not None
+                and (root.flags.c_contiguous or root.flags.f_contiguous)
+                and not root.dtype.hasobject
+            ):
+                start = obj.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+                if 0 <= start <= root.nbytes:
+                    return _rebuild_view, (
+                        root,
+                        start,
+                        obj.shape,
+                        obj.strides,
+                        obj.dtype,
+                        bool(obj.flags.writeable),
+                    )
+        return NotImplemented
+
+
+class StateUnpickler(pickle.Unpickler):
+    """Resolves ``__main__`` names against ``main_namespace`` when given."""
+
+    def __init__(self, file, buffers=None, main_namespace: dict | None = None):
+        super().__init__(file, buffers=buffers)
+        self._main_ns = main_namespace
+
+    def find_class(self, module, name):
+        if module == "__main__" and self._main_ns is not None:
+            target = self._main_ns
+            obj = None
+            for part in name.split("."):
+                obj = target.get(part) if isinstance(target, dict) else getattr(target, part, None)
+                if obj is None:
+                    break
+                target = obj
+            if obj is not None:
+                return obj
+            raise pickle.UnpicklingError(
+                f"the script defines no '{name}' any more (needed to load a saved object)"
+            )
+        return super().find_class(module, name)
+
+
+def dumps(obj, main_module=None) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """Pickle ``obj``; returns the stream and the out-of-band buffers (not copied)."""
+    buffers: list[pickle.PickleBuffer] = []
+    stream = io.BytesIO()
+    StatePickler(stream, buffer_callback=buffers.append, main_module=main_module).dump(obj)
+    return stream.getvalue(), buffers
+
+
+def loads(data: bytes, buffers, main_namespace: dict | None = None):
+    return StateUnpickler(io.BytesIO(data), buffers=buffers, main_namespace=main_namespace).load()

@@ -1,0 +1,11 @@
+"""``dart run [--store DIR] [--every S|never] [--fresh] SCRIPT [ARGS...]``"""
+
+from __future__ import annotations
+
+from ..config import resolve
+from ..runner import run_script
+
+
+def main(args) -> int:
+    options = resolve(store=args.store, every=args.every, fresh=args.fresh)
+    return run_script(args.script, args.args, options)

@@ -1,0 +1,76 @@
+"""Options: explicit arguments, then DART_* environment variables, then
+``[tool.dart]`` in the pyproject.toml of the current directory, then defaults."""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+#: Seconds between automatic commits when nothing says otherwise. A crash loses
+#: at most this much work; the interval is stretched when commits get expensive
+#: so that their stalls stay under DEFAULT_BUDGET of the run time.
+DEFAULT_EVERY = 30.0
+DEFAULT_BUDGET = 0.02
+DEFAULT_STORE = ".dart"
+
+
+@dataclass(frozen=True)
+class Options:
+    store: Path
+    every: float | None  # None: only explicit dart.commit()
+    every_is_default: bool = False
+    fresh: bool = False
+
+
+def parse_every(value, source: str) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        if text == "never":
+            return None
+        try:
+            seconds = float(text.removesuffix("s"))
+        except ValueError:
+            raise ConfigError(
+                f"{source}: {value!r} is not a commit interval; give seconds (e.g. 30, 0.5, 0) or 'never'"
+            ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"{source}: {value!r} must be a number of seconds >= 0, or 'never'")
+    return seconds
+
+
+def _pyproject(cwd: Path) -> dict:
+    path = cwd / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read [tool.dart] settings: {exc}") from exc
+    return data.get("tool", {}).get("dart", {})
+
+
+def resolve(store=None, every=None, fresh: bool = False, cwd: Path | None = None) -> Options:
+    cwd = Path.cwd() if cwd is None else cwd
+    table = _pyproject(cwd)
+    if store is None:
+        store = os.environ.get("DART_STORE") or table.get("store") or DEFAULT_STORE
+    is_default = False
+    if every is not None:
+        seconds = parse_every(every, "--every")
+    elif os.environ.get("DART_EVERY"):
+        seconds = parse_every(os.environ["DART_EVERY"], "DART_EVERY")
+    elif "every" in table:
+        seconds = parse_every(table["every"], "[tool.dart] every")
+    else:
+        seconds, is_default = DEFAULT_EVERY, True
+    store_path = Path(store).expanduser()
+    if not store_path.is_absolute():
+        store_path = cwd / store_path
+    return Options(store=store_path, every=seconds, every_is_default=is_default, fresh=fresh)

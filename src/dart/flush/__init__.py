@@ -1,0 +1,199 @@
+"""The background flusher: makes staged commits durable while the program runs on.
+
+Capture hands over a `StagedCommit` (private copies of everything to write) and gets a
+`CommitHandle` back at once; a daemon thread writes the objects, the commit record and
+the run's ref, in submission order. At most `max_in_flight` commits wait at a time:
+`submit` blocks beyond that, which bounds the memory held by staged commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from dart.errors import StoreError
+
+log = logging.getLogger("dart")
+
+__all__ = ["CommitHandle", "Flusher", "StagedCommit"]
+
+
+@dataclass
+class StagedCommit:
+    """What capture produces; the program is blocked only until this exists."""
+
+    payload: bytes  #: the pickle stream
+    buffers: list = field(default_factory=list)  #: out-of-band buffers, already private copies
+    meta: dict = field(default_factory=dict)  #: JSON-safe fields copied into the record
+
+
+class CommitHandle:
+    """The future of one submitted commit."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.id: str | None = None
+        self.error: BaseException | None = None
+        self.bytes_written = 0
+        self._done = threading.Event()
+
+    def __repr__(self) -> str:
+        state = "failed" if self.error else ("durable" if self.id else "pending")
+        return f"<CommitHandle #{self.seq} {state} {self.id or ''}>".replace(" >", ">")
+
+    def done(self) -> bool:
+        """True once the commit is durable or has failed."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until durable and return the commit id; re-raise the write error if it failed."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"commit #{self.seq} was not durable after {timeout} s")
+        if self.error is not None:
+            raise self.error
+        assert self.id is not None
+        return self.id
+
+    def _resolve(self, cid: str | None, error: BaseException | None) -> None:
+        self.id, self.error = cid, error
+        self._done.set()
+
+
+class Flusher:
+    """Writes staged commits of one run to a store on a daemon thread, in order.
+
+    `parent` is the commit the run continues from (None for a fresh run; a commit of
+    another run when resuming starts a branch). The run's ref is moved by
+    compare-and-swap from the value it had when the flusher started.
+    """
+
+    def __init__(self, store: Any, run_id: str, parent: str | None, max_in_flight: int = 2) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        self.store = store
+        self.run_id = run_id
+        self.max_in_flight = max_in_flight
+        self.ref = f"runs/{run_id}"
+        self.head: str | None = store.read_ref(self.ref)  #: newest durable commit of this run
+        self.bytes_written = 0
+        self._parent = parent  # parent of the next record: the last good commit
+        self._queue: deque[tuple[StagedCommit, CommitHandle]] = deque()
+        self._in_flight = 0  # submitted and not yet durable or failed
+        self._seq = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"dart-flusher-{run_id}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+
+    def submit(self, staged: StagedCommit) -> CommitHandle:
+        """Queue a commit; blocks while `max_in_flight` commits are not yet durable."""
+        meta = staged.meta
+        if "time" not in meta:
+            staged.meta = meta = dict(meta, time=time.time())
+        with self._cond:
+            while self._in_flight >= self.max_in_flight and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                raise StoreError(f"the flusher of run {self.run_id} is closed; no more commits can be written")
+            self._seq += 1
+            handle = CommitHandle(self._seq)
+            self._queue.append((staged, handle))
+            self._in_flight += 1
+            self._cond.notify_all()
+        return handle
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return self._in_flight
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until every submitted commit is durable or has failed (TimeoutError otherwise)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._in_flight:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"{self._in_flight} commit(s) of run {self.run_id} were not durable after {timeout} s"
+                    )
+                self._cond.wait(remaining)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain, then stop the thread. Idempotent."""
+        if self._thread.is_alive():
+            self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Flusher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ flusher thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                staged, handle = self._queue[0]
+            cid, error = None, None
+            try:
+                cid = self._write(staged, handle)
+            except Exception as exc:  # noqa: BLE001 - every failure goes to the handle
+                error = exc if isinstance(exc, StoreError) else StoreError(
+                    f"commit #{handle.seq} of run {self.run_id} could not be written to "
+                    f"{getattr(self.store, 'root', self.store)}: {type(exc).__name__}: {exc}"
+                )
+                if error is not exc:
+                    error.__cause__ = exc
+                log.error("dart: commit #%d of run %s was not saved: %s", handle.seq, self.run_id, error)
+            with self._cond:
+                self._queue.popleft()
+                if cid is not None:
+                    self.head = self._parent = cid
+                self._in_flight -= 1
+                handle._resolve(cid, error)
+                self._cond.notify_all()
+
+    def _write(self, staged: StagedCommit, handle: CommitHandle) -> str:
+        store = self.store
+        written = 0
+        pickle_oid, n = store.put_object(staged.payload)
+        written += n
+        buffer_oids = []
+        for buffer in staged.buffers:
+            oid, n = store.put_object(buffer)
+            written += n
+            buffer_oids.append(oid)
+        delay = os.environ.get("DART_TEST_FLUSH_DELAY")
+        if delay:
+            time.sleep(float(delay))
+        record = {k: v for k, v in staged.meta.items() if k != "id"}
+        record.update(
+            parent=self._parent,
+            run=self.run_id,
+            state={"pickle": pickle_oid, "buffers": buffer_oids},
+            bytes_written=written,
+        )
+        cid = store.put_commit(record)
+        store.write_ref(self.ref, cid, expected=self.head)
+        handle.bytes_written = written
+        with self._cond:
+            self.bytes_written += written
+        return cid

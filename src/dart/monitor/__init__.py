@@ -1,0 +1,135 @@
+"""The monitor: sys.monitoring events on user code, turned into safe points.
+
+One tool id for all of dart. LINE and JUMP events are switched on per code
+object (the main script's module code), never globally. The callbacks are C
+(``dart._monitor``); between commits they return DISABLE, so each location
+costs one C call per commit interval. When a commit falls due, a timer thread
+marks it due and calls ``sys.monitoring.restart_events()`` (once per interval);
+the next safe point the program reaches then calls :meth:`Monitor._reached`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from types import CodeType, FrameType
+from typing import Callable
+
+from ..errors import DartError
+from .. import _native
+from .sites import CodeSites, LoopSite, analyze
+
+log = logging.getLogger("dart")
+mon = sys.monitoring
+E = mon.events
+DISABLE = mon.DISABLE
+TOOL_NAME = "dart"
+# The ids of CPython's well-known tools, tried last (dart is none of them).
+_PREFERRED_IDS = (4, 3, 5, 2, 1, 0)
+
+# (frame, sites, kind, path, line, site) -> None
+SafePointHandler = Callable[[FrameType, CodeSites, str, tuple, int, "LoopSite | None"], None]
+
+
+def _claim_tool_id() -> int:
+    for tool in _PREFERRED_IDS:
+        if mon.get_tool(tool) is None:
+            mon.use_tool_id(tool, TOOL_NAME)
+            return tool
+    users = ", ".join(f"{i}={mon.get_tool(i)}" for i in range(6))
+    raise DartError(
+        f"every sys.monitoring tool id is taken ({users}); dart needs one. "
+        "Stop one of those tools (debugger, coverage, profiler) and run again."
+    )
+
+
+class Monitor:
+    def __init__(self, on_safe_point: SafePointHandler):
+        self._on_safe_point = on_safe_point
+        self.watched: dict[CodeType, CodeSites] = {}
+        self.tool = _claim_tool_id()
+        _native.set_due(False)
+        _native.set_handlers(self._on_line, self._on_jump)
+        mon.register_callback(self.tool, E.LINE, _native.line_event)
+        mon.register_callback(self.tool, E.JUMP, _native.jump_event)
+        self._timer: threading.Thread | None = None
+        self._wake = threading.Condition()
+        self._due_at: float | None = None
+        self._stopped = False
+
+    # -- what to watch -------------------------------------------------------
+    def watch(self, code: CodeType, tree) -> CodeSites:
+        sites = analyze(code, tree)
+        self.watched[code] = sites
+        mon.set_local_events(self.tool, code, E.LINE | E.JUMP)
+        return sites
+
+    # -- when a commit is due ------------------------------------------------
+    def due_now(self) -> None:
+        """Every safe point commits until :meth:`due_at` says otherwise."""
+        with self._wake:
+            self._due_at = None
+            _native.set_due(True)
+
+    def due_at(self, when: float | None) -> None:
+        """Make the next commit due at monotonic time ``when`` (None: never)."""
+        _native.set_due(False)
+        with self._wake:
+            self._due_at = when
+            self._wake.notify()
+        if when is not None and self._timer is None:
+            self._timer = threading.Thread(target=self._run_timer, name="dart-timer", daemon=True)
+            self._timer.start()
+
+    def _run_timer(self) -> None:
+        with self._wake:
+            while not self._stopped:
+                if self._due_at is None:
+                    self._wake.wait()
+                    continue
+                delay = self._due_at - time.monotonic()
+                if delay > 0:
+                    self._wake.wait(delay)
+                    continue
+                self._due_at = None
+                _native.set_due(True)
+                # Locations disabled since the last commit fire again (all tools).
+                mon.restart_events()
+
+    # -- callbacks (only called while a commit is due) -----------------------
+    def _on_line(self, frame: FrameType, line: int):
+        sites = self.watched.get(frame.f_code)
+        if sites is not None:
+            entry = sites.statement_entries.get(frame.f_lasti)
+            if entry is not None:
+                self._on_safe_point(frame, sites, "before", entry[0], entry[1], None)
+                return None if _native.is_due() else DISABLE
+        return DISABLE
+
+    def _on_jump(self, frame: FrameType, src: int, dst: int):
+        sites = self.watched.get(frame.f_code)
+        if sites is not None:
+            site = sites.back_edges.get((src, dst))
+            if site is not None:
+                self._on_safe_point(frame, sites, "loop", site.path, site.line, site)
+                return None if _native.is_due() else DISABLE
+        return DISABLE
+
+    # -- shutdown --------------------------------------------------------------
+    def stop(self) -> None:
+        """Undo everything: events, callbacks, the tool id (3.12/3.13 keep
+        callbacks registered after free_tool_id, so clear them first)."""
+        if self._stopped:
+            return
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+        _native.set_due(False)
+        _native.set_handlers(None, None)
+        for code in self.watched:
+            mon.set_local_events(self.tool, code, 0)
+        mon.register_callback(self.tool, E.LINE, None)
+        mon.register_callback(self.tool, E.JUMP, None)
+        mon.free_tool_id(self.tool)

@@ -1,0 +1,308 @@
+"""Where a module's code can be committed and resumed: its safe points.
+
+A safe point is either the entry of a top-level statement of the main script or
+the end of an iteration of a loop (a backward jump in the bytecode). This module
+matches the bytecode of one code object to the AST it was compiled from, so that
+the monitor can turn a sys.monitoring event (a line, a jump from ``src`` to
+``dst``) into a position in the *original* program: the path of AST indexes to
+the statement or loop, plus where each enclosing loop keeps its iterator.
+
+The AST may be the original script or a continuation built by ``dart.resume``;
+nodes that come from the original carry their original path in ``_dart_path``,
+and nodes that ``dart.resume`` generated carry a ``_dart_role``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dis
+from dataclasses import dataclass, field
+from types import CodeType
+
+from .. import compat
+
+Path = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class IterSource:
+    """Where the iterator of a ``for`` loop lives while the loop runs."""
+
+    stack_slot: int | None = None  # index from the bottom of the frame's value stack
+    global_name: str | None = None  # a continuation keeps a peeled loop's iterator here
+
+
+@dataclass(frozen=True)
+class LoopSite:
+    path: Path  # path of the loop statement in the original program
+    kind: str  # "for" or "while"
+    line: int
+    iterator: IterSource | None  # None for while loops
+    enclosing: tuple["LoopSite", ...] = ()  # outer loops in the same frame, outermost first
+
+
+@dataclass
+class CodeSites:
+    """The safe points of one code object."""
+
+    code: CodeType
+    back_edges: dict[tuple[int, int], LoopSite] = field(default_factory=dict)
+    # offset of the first instruction of each top-level statement -> (path, line)
+    statement_entries: dict[int, tuple[Path, int]] = field(default_factory=dict)
+    loops: dict[Path, LoopSite] = field(default_factory=dict)
+    # original statement path -> the loops around it in this code, outermost first
+    statement_loops: dict[Path, tuple[LoopSite, ...]] = field(default_factory=dict)
+    tree: ast.Module | None = None
+
+
+def annotate_paths(tree: ast.Module) -> ast.Module:
+    """Record on every statement its path from the module (``_dart_path``)."""
+
+    def visit(node: ast.AST, path: Path) -> None:
+        for name, value in ast.iter_fields(node):
+            if not isinstance(value, list):
+                continue
+            for index, child in enumerate(value):
+                if isinstance(child, (ast.stmt, ast.excepthandler)):
+                    child_path = path + ((name, index),)
+                    child._dart_path = child_path  # type: ignore[attr-defined]
+                    visit(child, child_path)
+
+    visit(tree, ())
+    return tree
+
+
+def node_at(tree: ast.AST, path: Path) -> ast.AST:
+    node = tree
+    for name, index in path:
+        node = getattr(node, name)[index]
+    return node
+
+
+def _span(node: ast.AST) -> tuple[int, int]:
+    first = node.lineno
+    for deco in getattr(node, "decorator_list", ()):
+        first = min(first, deco.lineno)
+    return first, node.end_lineno or node.lineno
+
+
+def _pos_key(node: ast.AST) -> tuple:
+    return (node.lineno, node.end_lineno, node.col_offset, node.end_col_offset)
+
+
+def _within(pos, node: ast.AST) -> bool:
+    """Is an instruction position inside the source span of ``node``?"""
+    line, end_line, col, end_col = pos
+    if line is None or col is None:
+        return False
+    start = (node.lineno, node.col_offset)
+    stop = (node.end_lineno, node.end_col_offset)
+    return start <= (line, col) and (end_line, end_col) <= stop
+
+
+def stack_depths(code: CodeType) -> dict[int, int]:
+    """Static value-stack depth before each instruction (abstract interpretation)."""
+    instructions = list(dis.get_instructions(code))
+    by_offset = {ins.offset: i for i, ins in enumerate(instructions)}
+    depths: dict[int, int] = {}
+    work: list[tuple[int, int]] = [(0, 0)]
+    for start, end, target, depth, lasti in compat.exception_entries(code):
+        work.append((target, depth + 1 + int(lasti)))
+    while work:
+        offset, depth = work.pop()
+        while offset in by_offset and offset not in depths:
+            depths[offset] = depth
+            ins = instructions[by_offset[offset]]
+            op = ins.opcode
+            if compat.is_jump(ins):
+                try:
+                    jumped = depth + dis.stack_effect(op, ins.arg, jump=True)
+                except ValueError:
+                    jumped = depth
+                work.append((ins.argval, jumped))
+            if compat.ends_flow(ins):
+                break
+            try:
+                depth += dis.stack_effect(op, ins.arg, jump=False)
+            except ValueError:
+                break
+            nxt = by_offset[offset] + 1
+            if nxt >= len(instructions):
+                break
+            offset = instructions[nxt].offset
+    return depths
+
+
+def analyze(code: CodeType, tree: ast.Module) -> CodeSites:
+    """Match the loops and top-level statements of ``tree`` to ``code``'s bytecode.
+
+    ``tree`` must be the AST ``code`` was compiled from, with ``_dart_path``
+    annotations (see :func:`annotate_paths`) on the nodes that come from the
+    original program.
+    """
+    sites = CodeSites(code, tree=tree)
+    instructions = list(dis.get_instructions(code))
+    positions = list(code.co_positions())
+
+    def pos_of(offset: int):
+        return positions[offset // 2]
+
+    depths = stack_depths(code)
+    for_iters: dict[tuple, int] = {}
+    for ins in instructions:
+        if ins.opname == "FOR_ITER":
+            for_iters.setdefault(pos_of(ins.offset), ins.offset)
+
+    # Walk the AST keeping the stack of loops (original or peeled) around each node.
+    loop_of_node: dict[int, LoopSite] = {}
+    whiles: list[tuple[ast.While, LoopSite]] = []
+    continues: list[tuple[ast.Continue, LoopSite | None]] = []
+
+    def walk(node: ast.AST, enclosing: tuple[LoopSite, ...]) -> None:
+        role = getattr(node, "_dart_role", None)
+        site: LoopSite | None = None
+        if isinstance(node, (ast.For, ast.While)) and role is None and hasattr(node, "_dart_path"):
+            iterator = None
+            if isinstance(node, ast.For):
+                offset = for_iters.get(compat.for_iter_position(node))
+                if offset is not None and offset in depths:
+                    iterator = IterSource(stack_slot=depths[offset] - 1)
+                else:
+                    iterator = IterSource()  # unknown: loop is not a safe point
+            site = LoopSite(
+                path=node._dart_path,
+                kind="for" if isinstance(node, ast.For) else "while",
+                line=node.lineno,
+                iterator=iterator,
+                enclosing=enclosing,
+            )
+            sites.loops[site.path] = site
+            loop_of_node[id(node)] = site
+            if isinstance(node, ast.While):
+                whiles.append((node, site))
+        elif isinstance(node, ast.For) and isinstance(role, tuple) and role[0] == "peeled":
+            # A continuation runs the rest of a loop's current iteration inside a
+            # one-shot loop; the real loop's iterator waits in a global.
+            _, path, kind, line, name = role
+            site = LoopSite(
+                path=path,
+                kind=kind,
+                line=line,
+                iterator=IterSource(global_name=name) if kind == "for" else None,
+                enclosing=enclosing,
+            )
+        if isinstance(node, ast.stmt) and hasattr(node, "_dart_path"):
+            sites.statement_loops.setdefault(node._dart_path, enclosing)
+        if isinstance(node, ast.Continue):
+            continues.append((node, enclosing[-1] if enclosing else None))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            return  # other code objects
+        for name, value in ast.iter_fields(node):
+            inner = enclosing + (site,) if site is not None and name == "body" else enclosing
+            children = value if isinstance(value, list) else [value]
+            for child in children:
+                if isinstance(child, ast.AST):
+                    walk(child, inner)
+
+    for stmt in tree.body:
+        walk(stmt, ())
+
+    # Backward jumps -> loops. A `for` loop's jumps land on its FOR_ITER; a
+    # `while` loop's normal jump comes from its test, a `continue` from itself.
+    offset_to_for: dict[int, LoopSite] = {}
+    for node, site in _iter_for_nodes(tree, loop_of_node):
+        offset = for_iters.get(compat.for_iter_position(node))
+        if offset is not None:
+            offset_to_for[offset] = site
+    for ins in instructions:
+        if ins.opname not in ("JUMP_BACKWARD",):
+            continue
+        src, dst = ins.offset, ins.argval
+        site = offset_to_for.get(dst)
+        if site is None:
+            pos = pos_of(src)
+            for node, wsite in whiles:
+                if _within(pos, node.test):
+                    site = wsite
+                    break
+        if site is None:
+            pos = pos_of(src)
+            for node, csite in continues:
+                if csite is not None and csite.kind == "while" and _pos_key(node) == tuple(pos):
+                    site = csite
+                    break
+        if site is not None and (site.iterator is None or site.iterator.stack_slot is not None):
+            sites.back_edges[(src, dst)] = site
+
+    # Entries of top-level statements that come from the original program.
+    spans = []
+    for stmt in tree.body:
+        path = getattr(stmt, "_dart_path", None)
+        fresh = getattr(stmt, "_dart_role", None) is None and not getattr(stmt, "_dart_resumed", False)
+        if path is not None and len(path) == 1 and fresh:
+            spans.append((_span(stmt), path, stmt.lineno))
+    entries: dict[Path, tuple[int, int]] = {}
+    for start, end, line in code.co_lines():
+        if line is None:
+            continue
+        for (first, last), path, stmt_line in spans:
+            if first <= line <= last:
+                if path not in entries or start < entries[path][0]:
+                    entries[path] = (start, stmt_line)
+                break
+    sites.statement_entries = {offset: (path, line) for path, (offset, line) in entries.items()}
+    return sites
+
+
+def _iter_for_nodes(tree: ast.AST, loop_of_node: dict[int, LoopSite]):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.For) and id(node) in loop_of_node:
+            yield node, loop_of_node[id(node)]
+
+
+def innermost_statement(tree: ast.Module, code: CodeType, offset: int) -> ast.stmt | None:
+    """The deepest original statement of ``tree`` whose source holds the
+    instruction at ``offset`` (function and class bodies excluded)."""
+    pos = list(code.co_positions())[offset // 2]
+    found = None
+
+    def visit(nodes):
+        nonlocal found
+        for node in nodes:
+            if isinstance(node, ast.stmt) and _within(pos, node):
+                if hasattr(node, "_dart_path"):
+                    found = node
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    return
+                for name, value in ast.iter_fields(node):
+                    if isinstance(value, list):
+                        visit(value)
+                        for item in value:
+                            if isinstance(item, ast.excepthandler) and _within(pos, item):
+                                visit(item.body)
+                return
+
+    visit(tree.body)
+    return found
+
+
+def position_after(tree: ast.Module, path: Path) -> tuple[str, Path] | None:
+    """The safe point right after the statement at ``path`` finishes, as
+    (kind, path); None when that point cannot be resumed (a pending ``finally``)."""
+    parent_path, (name, index) = path[:-1], path[-1]
+    parent = node_at(tree, parent_path) if parent_path else tree
+    block = getattr(parent, name)
+    if index + 1 < len(block):
+        return "before", parent_path + ((name, index + 1),)
+    if isinstance(parent, ast.Module):
+        return "end", ()
+    if isinstance(parent, (ast.For, ast.While)) and name == "body":
+        return "loop", parent_path
+    if isinstance(parent, ast.excepthandler):
+        try_path = parent_path[:-1]
+        if node_at(tree, try_path).finalbody:
+            return None
+        return position_after(tree, try_path)
+    if isinstance(parent, (ast.Try, ast.TryStar)) and parent.finalbody and name != "finalbody":
+        return None
+    return position_after(tree, parent_path)

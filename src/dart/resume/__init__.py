@@ -1,0 +1,1 @@
+"""Resume: continue a program from a commit (see ``dart.resume.continuation``)."""

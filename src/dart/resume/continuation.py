@@ -1,0 +1,192 @@
+"""Continuations: the rest of a module from a committed position.
+
+CPython cannot restore a frame or jump into a loop, so dart rewrites the source
+instead. Given the original AST and a position (a path of AST indexes), it builds
+
+* a *prologue*: the imports, ``def``, ``class`` and ``name = lambda`` statements
+  before the position, re-run so that functions and classes exist (and pick up
+  any fix made to their code) before saved objects are loaded; and
+* a *continuation*: the statements from the position on. Each block on the path
+  continues from its index; an ``if`` keeps the branch that was taken; ``with``
+  and ``try`` are re-entered; a loop that was mid-iteration first finishes that
+  iteration (inside a one-shot loop, so ``break`` and ``continue`` keep their
+  meaning) and then goes on over its saved iterator.
+
+Every node keeps its original line numbers, so tracebacks point at the user's
+file, and original statements keep ``_dart_path`` so that the monitor maps safe
+points in the continuation back to positions in the original program.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import itertools
+
+from ..errors import ResumeError
+
+Path = tuple[tuple[str, int], ...]
+
+ONE_NAME = "__dart_one__"  # a global holding (None,): the one-shot loop's iterable
+
+
+def path_key(path) -> str:
+    """A loop's key in the commit's saved iterators, e.g. ``body.2/body.0``."""
+    return "/".join(f"{name}.{index}" for name, index in path)
+
+
+def iterator_global(key: str) -> str:
+    """The global a continuation keeps the saved iterator of loop ``key`` in."""
+    return "__dart_iter_" + key.replace(".", "_").replace("/", "__")
+
+
+def _is_definition(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return True
+    return (
+        isinstance(stmt, ast.Assign)
+        and isinstance(stmt.value, ast.Lambda)
+        and all(isinstance(t, ast.Name) for t in stmt.targets)
+    )
+
+
+def prologue(tree: ast.Module, position: dict) -> ast.Module:
+    """Definitions that precede the resume position at module level."""
+    path = _path(position)
+    stop = path[0][1] if path else len(tree.body)
+    body = [copy.deepcopy(s) for s in tree.body[:stop] if _is_definition(s)]
+    return ast.Module(body=body, type_ignores=[])
+
+
+def _path(position: dict) -> Path:
+    return tuple((name, int(index)) for name, index in position.get("path", ()))
+
+
+class _Builder:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.counter = itertools.count()
+
+    def block(self, stmts: list, path: Path) -> list:
+        (_, index), rest = path[0], path[1:]
+        if index >= len(stmts):
+            raise ResumeError("the saved position is past the end of a block")
+        node = stmts[index]
+        tail = [copy.deepcopy(s) for s in stmts[index + 1 :]]
+        if not rest:
+            if self.kind == "before":
+                return [copy.deepcopy(node)] + tail
+            return self.restored_loop(node, top=True) + tail
+        return self.inside(node, rest) + tail
+
+    def inside(self, node: ast.stmt, path: Path) -> list:
+        field = path[0][0]
+        if isinstance(node, ast.Try | ast.TryStar) and field == "handlers":
+            handler = node.handlers[path[0][1]]
+            return self._with_finally(node, self.block(handler.body, path[1:]))
+        inner = self.block(getattr(node, field), path)
+        if isinstance(node, ast.For | ast.While):
+            return self.peel(node, inner) if field == "body" else inner
+        if isinstance(node, ast.If):
+            return inner
+        if isinstance(node, ast.With):
+            return [ast.copy_location(ast.With(items=copy.deepcopy(node.items), body=inner), node)]
+        if isinstance(node, ast.Try | ast.TryStar):
+            if field == "body":
+                kind = type(node)
+                return [
+                    ast.copy_location(
+                        kind(
+                            body=inner,
+                            handlers=copy.deepcopy(node.handlers),
+                            orelse=copy.deepcopy(node.orelse),
+                            finalbody=copy.deepcopy(node.finalbody),
+                        ),
+                        node,
+                    )
+                ]
+            if field == "orelse":
+                return self._with_finally(node, inner)
+            return inner
+        raise ResumeError(
+            f"dart cannot continue inside the {type(node).__name__} statement at line {node.lineno}"
+        )
+
+    @staticmethod
+    def _with_finally(node, inner: list) -> list:
+        if not node.finalbody:
+            return inner
+        return [ast.copy_location(ast.Try(body=inner, handlers=[], orelse=[], finalbody=copy.deepcopy(node.finalbody)), node)]
+
+    def restored_loop(self, loop: ast.stmt, top: bool = False) -> list:
+        """The loop, going on from where it was: a ``for`` runs over its saved iterator."""
+        if not isinstance(loop, ast.For | ast.While):
+            raise ResumeError(f"the saved position names line {loop.lineno}, which is not a loop")
+        new = copy.deepcopy(loop)
+        if isinstance(loop, ast.For):
+            name = ast.copy_location(ast.Name(id=iterator_global(path_key(loop._dart_path)), ctx=ast.Load()), loop.iter)
+            new.iter = name
+        if top:
+            new._dart_resumed = True  # not a fresh entry of the statement
+        return [new]
+
+    def peel(self, loop: ast.stmt, rest_of_iteration: list) -> list:
+        flag = f"__dart_broke_{next(self.counter)}"
+        line = loop.lineno
+
+        def at(node):
+            for sub in ast.walk(node):
+                sub.lineno, sub.end_lineno, sub.col_offset, sub.end_col_offset = line, line, 0, 0
+            return node
+
+        def assign(value: bool):
+            return at(ast.Assign(targets=[ast.Name(id=flag, ctx=ast.Store())], value=ast.Constant(value)))
+
+        once = at(
+            ast.For(
+                target=ast.Name(id="__dart_once__", ctx=ast.Store()),
+                iter=ast.Name(id=ONE_NAME, ctx=ast.Load()),
+                body=[],
+                orelse=[assign(False)],
+            )
+        )
+        once.body = rest_of_iteration
+        kind = "for" if isinstance(loop, ast.For) else "while"
+        once._dart_role = (
+            "peeled",
+            loop._dart_path,
+            kind,
+            loop.lineno,
+            iterator_global(path_key(loop._dart_path)) if kind == "for" else None,
+        )
+        guard = at(ast.If(test=ast.UnaryOp(op=ast.Not(), operand=ast.Name(id=flag, ctx=ast.Load())), body=[], orelse=[]))
+        guard.body = self.restored_loop(loop)
+        return [assign(True), once, guard]
+
+
+def continuation(tree: ast.Module, position: dict) -> ast.Module:
+    """The module body from ``position`` on (see the module docstring)."""
+    kind = position["kind"]
+    if kind not in ("before", "loop"):
+        raise ResumeError(f"a commit at a position of kind {kind!r} cannot be resumed")
+    body = _Builder(kind).block(tree.body, _path(position))
+    module = ast.Module(body=body, type_ignores=[])
+    ast.fix_missing_locations(module)
+    return module
+
+
+def names_read(tree: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def names_defined(tree: ast.Module) -> set[str]:
+    defined = set()
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defined.add(stmt.name)
+        elif isinstance(stmt, ast.Import | ast.ImportFrom):
+            for alias in stmt.names:
+                defined.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(stmt, ast.Assign):
+            defined.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
+    return defined

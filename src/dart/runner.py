@@ -1,0 +1,187 @@
+"""Run the main script under dart: ``dart run`` and ``dart.enable()``.
+
+The script runs as ``__main__`` exactly as ``python SCRIPT ARGS`` would run it
+(same ``sys.argv``, ``sys.path[0]``, exit code and output); on a re-run of the
+same command it continues from the newest commit instead of the top.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import builtins
+import os
+import sys
+import types
+from pathlib import Path
+
+from .config import Options
+from .errors import ScriptError
+from .session import Session, plan_run
+
+_active: Session | None = None
+
+
+def active_session() -> Session | None:
+    return _active
+
+
+def read_script(path: str) -> tuple[Path, str]:
+    """The script's absolute path and source; ScriptError if it cannot be run."""
+    script = Path(path)
+    if not script.exists():
+        raise ScriptError(f"no script {path!r} (looked from {os.getcwd()}); check the path")
+    if script.is_dir():
+        raise ScriptError(f"{path!r} is a directory; give the path of a .py script")
+    try:
+        source = script.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScriptError(f"cannot read script {path!r}: {exc}") from exc
+    try:
+        ast.parse(source, str(script))
+    except SyntaxError as exc:
+        raise ScriptError(
+            f"{path} does not compile: {exc.msg} (line {exc.lineno}). Fix it and run again; "
+            "nothing was run and nothing was written."
+        ) from None
+    return script.resolve(), source
+
+
+def _user_traceback(tb, namespace: dict):
+    """Drop dart's own frames, so a traceback looks as it would without dart."""
+    while tb is not None and tb.tb_frame.f_globals is not namespace:
+        tb = tb.tb_next
+    return tb
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def run_script(script_arg: str, args: list[str], options: Options) -> int:
+    """``dart run``: returns the exit code the script would have had."""
+    global _active
+    script, source = read_script(script_arg)
+    plan = plan_run(options, script, args)
+    lock = plan.store.lock_run(plan.run_id)
+    module = types.ModuleType("__main__")
+    module.__file__ = str(script)
+    module.__builtins__ = builtins
+    module.__cached__ = None
+    sys.modules["__main__"] = module
+    sys.argv = [script_arg, *args]
+    sys.path[0] = str(script.parent)
+    session = _active = Session(plan, options, module, script, source)
+    try:
+        if plan.resume_from is not None:
+            code, tree = session.prepare_resume()
+        else:
+            tree = session.tree
+            code = compile(tree, str(script), "exec")
+        session.start(code, tree)
+        try:
+            exec(code, module.__dict__)
+        except SystemExit as exc:
+            status = _exit_code(exc)
+            if status == 0:
+                session.finish()
+            else:
+                session.fail(exc, status="exited")
+            return status
+        except KeyboardInterrupt as exc:
+            session.fail(exc, status="interrupted")
+            sys.excepthook(type(exc), exc, _user_traceback(exc.__traceback__, module.__dict__))
+            return 130
+        except BaseException as exc:
+            session.fail(exc)
+            sys.excepthook(type(exc), exc, _user_traceback(exc.__traceback__, module.__dict__))
+            return 1
+        session.finish()
+        return 0
+    finally:
+        if not session._closed:
+            session.fail(RuntimeError("dart stopped before the program ended"))
+        _active = None
+        lock.release()
+        sys.stdout.flush()
+
+
+def enable_in_main(frame, options: Options) -> None:
+    """``dart.enable()`` called at the top level of the main script."""
+    global _active
+    module = sys.modules.get("__main__")
+    if frame.f_code.co_name != "<module>" or module is None or frame.f_globals is not module.__dict__:
+        raise ScriptError(
+            "dart.enable() must be called at the top level of the main script "
+            "(or run the script with `python -m dart run SCRIPT`)"
+        )
+    path = getattr(module, "__file__", None)
+    if not path:
+        raise ScriptError(
+            "dart.enable() needs the main program to be a script file; "
+            "interactive sessions and notebooks are not supported yet"
+        )
+    script, source = read_script(path)
+    args = sys.argv[1:]
+    plan = plan_run(options, script, args)
+    lock = plan.store.lock_run(plan.run_id)
+    session = _active = Session(plan, options, module, script, source)
+    if plan.resume_from is None:
+        # The script is already running: watch its own code from here on.
+        session.start(frame.f_code, session.tree)
+        _finish_at_exit(session, lock, module)
+        return
+    code, tree = session.prepare_resume()
+    session.start(code, tree)
+    status = 0
+    try:
+        exec(code, module.__dict__)
+    except SystemExit as exc:
+        status = _exit_code(exc)
+        session.finish() if status == 0 else session.fail(exc, status="exited")
+    except KeyboardInterrupt as exc:
+        session.fail(exc, status="interrupted")
+        sys.excepthook(type(exc), exc, _user_traceback(exc.__traceback__, module.__dict__))
+        status = 130
+    except BaseException as exc:
+        session.fail(exc)
+        sys.excepthook(type(exc), exc, _user_traceback(exc.__traceback__, module.__dict__))
+        status = 1
+    else:
+        session.finish()
+    finally:
+        _active = None
+        lock.release()
+    # The resumed program has ended; the rest of the original module must not run.
+    sys.stdout.flush()
+    raise SystemExit(status)
+
+
+def _finish_at_exit(session: Session, lock, module) -> None:
+    """With dart.enable() the interpreter runs the module; learn how it ended
+    from sys.excepthook (uncaught exception) and atexit (every exit)."""
+    previous_hook = sys.excepthook
+
+    def excepthook(kind, exc, tb):
+        if exc is not None and not session._closed:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            session.fail(exc, status=status)
+        previous_hook(kind, exc, tb)
+
+    def at_exit():
+        global _active
+        try:
+            if not session._closed:
+                session.finish()
+        finally:
+            _active = None
+            lock.release()
+
+    sys.excepthook = excepthook
+    atexit.register(at_exit)

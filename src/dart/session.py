@@ -1,0 +1,305 @@
+"""A run of a program under dart, from choosing how to start to the last commit.
+
+``plan_run`` decides whether a command starts a new run or resumes the newest
+unfinished run of the same script and arguments. ``Session`` owns the pieces of
+the pipeline for that run (monitor -> capture -> flusher -> store) and turns
+safe points into commits. ``dart.runner`` (``dart run``) and ``dart.enable()``
+both drive a Session; they differ only in who executes the module code.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+import sys
+import time
+import types
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from . import _native
+from .capture import Capturer, UnsavableIterator, restore
+from .capture.hidden import compare_environment, environment, restore_hidden
+from .config import DEFAULT_BUDGET, Options
+from .errors import CaptureError, DartWarning, ResumeError, StoreError
+from .flush import CommitHandle, Flusher, StagedCommit
+from .monitor import Monitor
+from .monitor.sites import CodeSites, LoopSite, annotate_paths, innermost_statement, position_after
+from .resume import continuation as cont
+from .store import Store
+
+log = logging.getLogger("dart")
+
+
+def run_key(script: Path, args: list[str], store_root: Path) -> str:
+    """Identity of "the same command": the script (relative to the store's
+    folder, so a copied folder resumes) and its arguments."""
+    try:
+        name = os.path.relpath(script, store_root.parent)
+    except ValueError:  # another drive
+        name = str(script)
+    if name.startswith(".."):
+        name = str(script)
+    return xxhash.xxh3_64_hexdigest(json.dumps([name, list(args)]).encode())
+
+
+@dataclass
+class Plan:
+    store: Store
+    run_id: str
+    resume_from: dict | None  # the commit record to continue from
+    parent: str | None  # the run's newest durable commit
+
+
+def plan_run(options: Options, script: Path, args: list[str]) -> Plan:
+    store = Store(options.store)
+    key = run_key(script, args, options.store)
+    runs = store.find_runs(key)
+    if runs and not options.fresh and runs[-1].get("status") != "finished":
+        last = runs[-1]
+        commits = store.log(run=last["id"])
+        resumable = next((c for c in commits if c.get("resumable")), None)
+        if resumable is not None:
+            return Plan(store, last["id"], resumable, commits[0]["id"])
+        store.update_run(last["id"], status="abandoned")
+    run_id = store.create_run(
+        {"key": key, "script": str(script), "argv": list(args), "cwd": os.getcwd(), "pid": os.getpid()}
+    )
+    return Plan(store, run_id, None, None)
+
+
+def describe(position: dict) -> str:
+    """``train.py:12 for@7#3 for@9#12``: where a commit was taken."""
+    text = f"{position.get('file', '?')}:{position.get('line', '?')}"
+    for loop in position.get("loops", ()):
+        iteration = loop.get("iteration")
+        text += f" {loop['kind']}@{loop['line']}" + (f"#{iteration}" if iteration is not None else "")
+    if position.get("kind") == "end":
+        text += " (end)"
+    return text
+
+
+def iteration_count(iterator) -> int | None:
+    """How many items an iterator has produced, when its pickle state says so."""
+    try:
+        reduced = iterator.__reduce__()
+    except Exception:
+        return None
+    if isinstance(reduced, tuple) and len(reduced) >= 3 and type(reduced[2]) is int:
+        return reduced[2]  # range, list and tuple iterators: the index
+    if type(iterator) is enumerate and len(reduced) >= 2 and len(reduced[1]) == 2:
+        return reduced[1][1]
+    return None
+
+
+class Session:
+    def __init__(self, plan: Plan, options: Options, module: types.ModuleType, script: Path, source: str):
+        self.plan = plan
+        self.store = plan.store
+        self.options = options
+        self.module = module
+        self.script = script
+        self.source = source
+        self.tree = annotate_paths(ast.parse(source, str(script)))
+        self.display_name = script.name
+        self.source_hash = xxhash.xxh3_64_hexdigest(source.encode())
+        self.capturer = Capturer(module)
+        self.flusher = Flusher(self.store, plan.run_id, plan.parent)
+        self.monitor = Monitor(self._on_safe_point)
+        self._warned_loops: set[tuple] = set()
+        self._closed = False
+        self.commits = 0
+
+    # -- starting ---------------------------------------------------------------
+    def prepare_resume(self) -> tuple[types.CodeType, ast.Module]:
+        """Run the prologue, restore the saved state into the module and return
+        the continuation's code (and AST) to execute."""
+        commit = self.plan.resume_from
+        position = commit["position"]
+        filename = str(self.script)
+        namespace = self.module.__dict__
+        if commit.get("source", {}).get("hash") != self.source_hash:
+            log.warning("dart: %s changed since commit %s; resuming with the edited code", self.display_name, commit["id"][:12])
+        try:
+            body = cont.continuation(self.tree, position)
+        except ResumeError as exc:
+            raise ResumeError(
+                f"cannot resume run {self.plan.run_id} from commit {commit['id'][:12]} "
+                f"({describe(position)}): {exc}. The script may have changed too much; "
+                "run again with --fresh to start over."
+            ) from None
+        prologue = cont.prologue(self.tree, position)
+        skipped = commit.get("skipped", {})
+        needed = sorted((cont.names_read(body) & set(skipped)) - cont.names_defined(prologue))
+        if needed:
+            details = "; ".join(f"'{n}' ({skipped[n]})" for n in needed)
+            raise ResumeError(
+                f"cannot resume run {self.plan.run_id} from commit {commit['id'][:12]}: the rest of "
+                f"{self.display_name} uses {details}, which could not be saved and cannot be rebuilt. "
+                "Run again with --fresh to start over."
+            )
+        try:
+            exec(compile(prologue, filename, "exec"), namespace)
+        except Exception as exc:
+            raise ResumeError(
+                f"re-running the imports and definitions of {self.display_name} before the resume point "
+                f"failed: {type(exc).__name__}: {exc}. Fix the script or run again with --fresh."
+            ) from exc
+        state = commit["state"]
+        try:
+            stream = self.store.get_object(state["pickle"])
+            buffers = [self.store.get_object(oid) for oid in state["buffers"]]
+            roots = restore(stream, buffers, main_namespace=namespace)
+        except (CaptureError, StoreError) as exc:
+            raise ResumeError(
+                f"cannot load the state of commit {commit['id'][:12]} in {self.store.root}: {exc}. "
+                "Run again with --fresh to start over."
+            ) from None
+        namespace.update(roots["globals"])
+        for key, iterator in roots["iterators"].items():
+            namespace[cont.iterator_global(key)] = iterator
+        namespace[cont.ONE_NAME] = (None,)
+        restore_hidden(roots["hidden"])
+        for problem in compare_environment(commit.get("env", {})):
+            warnings.warn(f"resuming commit {commit['id'][:12]}: {problem}", DartWarning, stacklevel=2)
+        log.warning("dart: resuming run %s from commit %s at %s", self.plan.run_id, commit["id"][:12], describe(position))
+        return compile(body, filename, "exec"), body
+
+    def start(self, code: types.CodeType, tree: ast.Module) -> None:
+        """Watch ``code`` (compiled from ``tree``) and arm the first commit."""
+        self.monitor.watch(code, tree)
+        every = self.options.every
+        if every == 0:
+            self.monitor.due_now()
+        elif every is not None:
+            self.monitor.due_at(time.monotonic() + every)
+
+    # -- committing -----------------------------------------------------------------
+    def _on_safe_point(self, frame, sites: CodeSites, kind: str, path, line: int, site: LoopSite | None) -> None:
+        loops = (*site.enclosing, site) if site is not None else ()
+        self._commit(frame, kind, path, line, loops, message=None)
+
+    def _commit(self, frame, kind, path, line, loops, message, resumable=True) -> CommitHandle | None:
+        started = time.perf_counter()
+        iterators, loop_info = {}, []
+        stack = None
+        for loop in loops:
+            info = {"path": [list(p) for p in loop.path], "kind": loop.kind, "line": loop.line, "iteration": None}
+            if loop.kind == "for" and frame is not None:
+                if loop.iterator.global_name is not None:
+                    iterator = frame.f_globals.get(loop.iterator.global_name)
+                else:
+                    if stack is None:
+                        stack = _native.frame_stack(frame)
+                    slot = loop.iterator.stack_slot
+                    iterator = stack[slot] if slot is not None and slot < len(stack) else None
+                if iterator is None or not hasattr(iterator, "__next__"):
+                    return None  # the stack is not what the analysis expected: no commit here
+                iterators[cont.path_key(loop.path)] = iterator
+                info["iteration"] = iteration_count(iterator)
+            loop_info.append(info)
+        namespace = frame.f_globals if frame is not None else self.module.__dict__
+        try:
+            stream, buffers, info = self.capturer.capture(namespace, iterators)
+        except UnsavableIterator as exc:
+            key = tuple(loop.path for loop in loops)
+            if key not in self._warned_loops:
+                self._warned_loops.add(key)
+                lines = ", ".join(str(loop.line) for loop in loops)
+                warnings.warn(
+                    f"not committing inside the loop at {self.display_name}:{lines}: its iterator cannot "
+                    f"be saved ({exc}); commits happen outside that loop instead",
+                    DartWarning,
+                    stacklevel=2,
+                )
+            return None
+        position = {
+            "file": self.display_name,
+            "line": line,
+            "kind": kind,
+            "path": [list(p) for p in path],
+            "loops": loop_info,
+        }
+        meta = {
+            "time": time.time(),
+            "position": position,
+            "where": describe(position),
+            "message": message,
+            "resumable": resumable and kind in ("before", "loop"),
+            "skipped": info["skipped"],
+            "env": environment(),
+            "source": {"file": str(self.script), "hash": self.source_hash},
+        }
+        handle = self.flusher.submit(StagedCommit(payload=stream, buffers=buffers, meta=meta))
+        self.commits += 1
+        self._schedule_next(time.perf_counter() - started)
+        return handle
+
+    def _schedule_next(self, stall: float) -> None:
+        every = self.options.every
+        if every is None or every == 0:
+            return
+        if self.options.every_is_default:
+            every = max(every, stall / DEFAULT_BUDGET)
+        self.monitor.due_at(time.monotonic() + every)
+
+    def commit_explicit(self, frame, message: str | None) -> CommitHandle:
+        """``dart.commit()``: resumable right after the calling statement when it
+        is a plain ``dart.commit(...)`` statement in watched code."""
+        sites = self.monitor.watched.get(frame.f_code) if frame is not None else None
+        kind, path, line, loops = "explicit", (), frame.f_lineno if frame else 0, ()
+        resumable = False
+        if sites is not None:
+            stmt = innermost_statement(sites.tree, frame.f_code, frame.f_lasti)
+            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+                after = position_after(self.tree, stmt._dart_path)
+                if after is not None and after[0] in ("before", "loop"):
+                    kind, path = after
+                    resumable = True
+                    around = sites.statement_loops.get(stmt._dart_path, ())
+                    depth = len(path) if kind == "loop" else len(path) - 1
+                    loops = tuple(l for l in around if len(l.path) <= depth and path[: len(l.path)] == l.path)
+        handle = self._commit(frame, kind, path, line, loops, message, resumable=resumable)
+        if handle is None:
+            raise CaptureError(
+                f"dart.commit() at {self.display_name}:{line} could not capture the loop it is in; "
+                "see the warning above"
+            )
+        return handle
+
+    # -- ending -----------------------------------------------------------------------
+    def finish(self) -> None:
+        """Normal end of the program: a last commit (unless every=never), drain,
+        mark the run finished."""
+        if self._closed:
+            return
+        if self.options.every is not None:
+            last_line = self.tree.body[-1].end_lineno if self.tree.body else 0
+            self._commit(None, "end", (), last_line, (), "finished", resumable=False)
+        self._close(status="finished")
+
+    def fail(self, exc: BaseException, status: str = "failed") -> None:
+        """The program died of ``exc``: keep the commits made so far, record where."""
+        if self._closed:
+            return
+        tb = exc.__traceback__
+        where = None
+        while tb is not None:
+            if tb.tb_frame.f_globals is self.module.__dict__:
+                where = f"{self.display_name}:{tb.tb_lineno}"
+            tb = tb.tb_next
+        error = {"type": type(exc).__name__, "message": str(exc)[:500], "where": where}
+        self._close(status=status, error=error)
+
+    def _close(self, **run_fields) -> None:
+        self._closed = True
+        self.monitor.stop()
+        try:
+            self.flusher.close()
+        finally:
+            self.store.update_run(self.plan.run_id, ended=time.time(), commits=self.commits, **run_fields)
