@@ -73,12 +73,26 @@ def plan_run(options: Options, script: Path, args: list[str]) -> Plan:
     return Plan(store, run_id, None, None)
 
 
+def _short_value(name: str, frame) -> str | None:
+    """``epoch=3``: the loop variable's value, when it is short enough to show."""
+    value = frame.f_locals.get(name, frame.f_globals.get(name)) if frame is not None else None
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        text = repr(value)
+        if len(text) <= 24:
+            return f"{name}={text}"
+    return None
+
+
 def describe(position: dict) -> str:
-    """``train.py:12 for@7#3 for@9#12``: where a commit was taken."""
+    """``train.py:12 for@7[epoch=3] for@9#12``: where a commit was taken."""
     text = f"{position.get('file', '?')}:{position.get('line', '?')}"
     for loop in position.get("loops", ()):
-        iteration = loop.get("iteration")
-        text += f" {loop['kind']}@{loop['line']}" + (f"#{iteration}" if iteration is not None else "")
+        iteration, target = loop.get("iteration"), loop.get("target")
+        text += f" {loop['kind']}@{loop['line']}"
+        if target:
+            text += f"[{target}]"
+        elif iteration is not None:
+            text += f"#{iteration}"
     if position.get("kind") == "end":
         text += " (end)"
     return text
@@ -202,6 +216,8 @@ class Session:
                     return None  # the stack is not what the analysis expected: no commit here
                 iterators[cont.path_key(loop.path)] = iterator
                 info["iteration"] = iteration_count(iterator)
+                if loop.target is not None:
+                    info["target"] = _short_value(loop.target, frame)
             loop_info.append(info)
         namespace = frame.f_globals if frame is not None else self.module.__dict__
         try:

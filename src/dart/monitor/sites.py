@@ -39,6 +39,7 @@ class LoopSite:
     line: int
     iterator: IterSource | None  # None for while loops
     enclosing: tuple["LoopSite", ...] = ()  # outer loops in the same frame, outermost first
+    target: str | None = None  # the loop variable, when it is a plain name (for display)
 
 
 @dataclass
@@ -84,6 +85,11 @@ def _span(node: ast.AST) -> tuple[int, int]:
     for deco in getattr(node, "decorator_list", ()):
         first = min(first, deco.lineno)
     return first, node.end_lineno or node.lineno
+
+
+def _target_name(node: ast.AST) -> str | None:
+    target = getattr(node, "target", None)
+    return target.id if isinstance(target, ast.Name) else None
 
 
 def _pos_key(node: ast.AST) -> tuple:
@@ -175,6 +181,7 @@ def analyze(code: CodeType, tree: ast.Module) -> CodeSites:
                 line=node.lineno,
                 iterator=iterator,
                 enclosing=enclosing,
+                target=_target_name(node),
             )
             sites.loops[site.path] = site
             loop_of_node[id(node)] = site
@@ -183,13 +190,14 @@ def analyze(code: CodeType, tree: ast.Module) -> CodeSites:
         elif isinstance(node, ast.For) and isinstance(role, tuple) and role[0] == "peeled":
             # A continuation runs the rest of a loop's current iteration inside a
             # one-shot loop; the real loop's iterator waits in a global.
-            _, path, kind, line, name = role
+            _, path, kind, line, name, target = role
             site = LoopSite(
                 path=path,
                 kind=kind,
                 line=line,
                 iterator=IterSource(global_name=name) if kind == "for" else None,
                 enclosing=enclosing,
+                target=target,
             )
         if isinstance(node, ast.stmt) and hasattr(node, "_dart_path"):
             sites.statement_loops.setdefault(node._dart_path, enclosing)
@@ -269,18 +277,19 @@ def innermost_statement(tree: ast.Module, code: CodeType, offset: int) -> ast.st
     def visit(nodes):
         nonlocal found
         for node in nodes:
-            if isinstance(node, ast.stmt) and _within(pos, node):
-                if hasattr(node, "_dart_path"):
-                    found = node
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                    return
-                for name, value in ast.iter_fields(node):
-                    if isinstance(value, list):
-                        visit(value)
-                        for item in value:
-                            if isinstance(item, ast.excepthandler) and _within(pos, item):
-                                visit(item.body)
-                return
+            if not isinstance(node, (ast.stmt, ast.excepthandler)):
+                continue
+            original = hasattr(node, "_dart_path")
+            # Wrappers a continuation generated sit at made-up positions: look inside.
+            if original and not _within(pos, node):
+                continue
+            if original and isinstance(node, ast.stmt):
+                found = node
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            for name, value in ast.iter_fields(node):
+                if isinstance(value, list):
+                    visit(value)
 
     visit(tree.body)
     return found

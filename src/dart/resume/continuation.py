@@ -158,6 +158,7 @@ class _Builder:
             kind,
             loop.lineno,
             iterator_global(path_key(loop._dart_path)) if kind == "for" else None,
+            loop.target.id if isinstance(loop, ast.For) and isinstance(loop.target, ast.Name) else None,
         )
         guard = at(ast.If(test=ast.UnaryOp(op=ast.Not(), operand=ast.Name(id=flag, ctx=ast.Load())), body=[], orelse=[]))
         guard.body = self.restored_loop(loop)
