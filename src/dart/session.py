@@ -23,13 +23,22 @@ from pathlib import Path
 import xxhash
 
 from . import _native
-from .capture import Capturer, UnsavableIterator, restore
+from .capture import Capturer, restore
 from .capture.hidden import compare_environment, environment, restore_hidden
 from .config import DEFAULT_BUDGET, Options
 from .errors import CaptureError, DartWarning, ResumeError, StoreError
 from .flush import CommitHandle, Flusher, StagedCommit
 from .monitor import Monitor
-from .monitor.sites import CodeSites, LoopSite, annotate_paths, innermost_statement, position_after
+from .capture.path import FrameSpot, NotContinuable, call_path, call_statement
+from .monitor.sites import (
+    CodeSites,
+    LoopSite,
+    annotate_paths,
+    innermost_statement,
+    nested_code,
+    node_at,
+    position_after,
+)
 from .resume import continuation as cont
 from .store import Store
 
@@ -84,15 +93,20 @@ def _short_value(name: str, frame) -> str | None:
 
 
 def describe(position: dict) -> str:
-    """``train.py:12 for@7[epoch=3] for@9#12``: where a commit was taken."""
+    """``train.py:12 for@30[step=4] main() for@7[epoch=3]``: where a commit was
+    taken, frame by frame (the module's loops first, then each function's)."""
     text = f"{position.get('file', '?')}:{position.get('line', '?')}"
-    for loop in position.get("loops", ()):
-        iteration, target = loop.get("iteration"), loop.get("target")
-        text += f" {loop['kind']}@{loop['line']}"
-        if target:
-            text += f"[{target}]"
-        elif iteration is not None:
-            text += f"#{iteration}"
+    frames = position.get("frames") or [{"qualname": "<module>", "loops": position.get("loops", ())}]
+    for index, frame in enumerate(frames):
+        if index:
+            text += f" {frame['qualname']}()"
+        for loop in frame.get("loops", ()):
+            iteration, target = loop.get("iteration"), loop.get("target")
+            text += f" {loop['kind']}@{loop['line']}"
+            if target:
+                text += f"[{target}]"
+            elif iteration is not None:
+                text += f"#{iteration}"
     if position.get("kind") == "end":
         text += " (end)"
     return text
@@ -109,6 +123,34 @@ def iteration_count(iterator) -> int | None:
     if type(iterator) is enumerate and len(reduced) >= 2 and len(reduced[1]) == 2:
         return reduced[1][1]
     return None
+
+
+def _resolve_function(namespace: dict, qualname: str):
+    """The live function object for ``qualname`` (methods and decorated
+    functions included: decorators made with functools.wraps are looked through)."""
+    import inspect
+
+    if "<locals>" in qualname:
+        raise ResumeError(
+            f"cannot resume inside {qualname}(): functions defined inside other functions "
+            "cannot be resumed yet. Run again with --fresh to start over."
+        )
+    parts = qualname.split(".")
+    obj = namespace.get(parts[0])
+    try:
+        for part in parts[1:]:
+            obj = inspect.getattr_static(obj, part)
+    except AttributeError:
+        obj = None
+    obj = getattr(obj, "__func__", obj)  # staticmethod, classmethod
+    while obj is not None and getattr(getattr(obj, "__code__", None), "co_qualname", None) != qualname:
+        obj = getattr(obj, "__wrapped__", None)
+    if obj is None:
+        raise ResumeError(
+            f"cannot resume inside {qualname}(): the script no longer defines it. "
+            "Run again with --fresh to start over."
+        )
+    return obj
 
 
 class Session:
@@ -158,7 +200,8 @@ class Session:
                 "Run again with --fresh to start over."
             )
         try:
-            exec(compile(prologue, filename, "exec"), namespace)
+            prologue_code = compile(prologue, filename, "exec")
+            exec(prologue_code, namespace)
         except Exception as exc:
             raise ResumeError(
                 f"re-running the imports and definitions of {self.display_name} before the resume point "
@@ -178,11 +221,52 @@ class Session:
         for key, iterator in roots["iterators"].items():
             namespace[cont.iterator_global(key)] = iterator
         namespace[cont.ONE_NAME] = (None,)
+        self.monitor.watch(prologue_code, prologue)  # the functions it defined
+        self._arm_function_frames(commit, roots.get("frames", []))
         restore_hidden(roots["hidden"])
         for problem in compare_environment(commit.get("env", {})):
             warnings.warn(f"resuming commit {commit['id'][:12]}: {problem}", DartWarning, stacklevel=2)
         log.warning("dart: resuming run %s from commit %s at %s", self.plan.run_id, commit["id"][:12], describe(position))
         return compile(body, filename, "exec"), body
+
+    def _arm_function_frames(self, commit: dict, frame_locals: list[dict]) -> None:
+        """Make the next call of each function on the saved path run its
+        continuation (see ``cont.function_variant``)."""
+        frames = commit["position"].get("frames") or []
+        namespace = self.module.__dict__
+        originals: dict[int, tuple] = {}
+        for index, frame in enumerate(frames[1:], start=1):
+            function = _resolve_function(namespace, frame["qualname"])
+            local_names = list(frame_locals[index - 1])
+            freevars = function.__code__.co_freevars
+            try:
+                module, node = cont.function_variant(self.tree, frame, index, local_names, freevars)
+            except ResumeError as exc:
+                raise ResumeError(
+                    f"cannot resume inside {frame['qualname']}() (commit {commit['id'][:12]}): {exc}. "
+                    "Run again with --fresh to start over."
+                ) from None
+            compiled = compile(module, str(self.script), "exec")
+            variant = next(
+                c for c in nested_code(compiled) if c.co_name == node.name and c.co_firstlineno == node.lineno
+            )
+            if variant.co_freevars != freevars:
+                raise ResumeError(
+                    f"cannot resume inside {frame['qualname']}(): its closure changed. Run again with --fresh."
+                )
+            originals[index] = (function, function.__code__)
+            function.__code__ = variant
+            self.monitor.watch_function(variant, node)
+
+        def enter(index: int) -> None:
+            function, code = originals.pop(index)
+            function.__code__ = code
+
+        def saved_locals(index: int) -> tuple:
+            return tuple(frame_locals[index - 1].values())
+
+        namespace[cont.ENTER_NAME] = enter
+        namespace[cont.LOCALS_NAME] = saved_locals
 
     def start(self, code: types.CodeType, tree: ast.Module) -> None:
         """Watch ``code`` (compiled from ``tree``) and arm the first commit."""
@@ -196,13 +280,27 @@ class Session:
     # -- committing -----------------------------------------------------------------
     def _on_safe_point(self, frame, sites: CodeSites, kind: str, path, line: int, site: LoopSite | None) -> None:
         loops = (*site.enclosing, site) if site is not None else ()
-        self._commit(frame, kind, path, line, loops, message=None)
+        spot = FrameSpot(frame, sites, kind, path, line, loops)
+        try:
+            spots = call_path(frame, spot, self.monitor.watched)
+        except NotContinuable as exc:
+            self._warn_once(("path", frame.f_code, path), f"not committing inside {frame.f_code.co_qualname}() "
+                            f"at {self.display_name}:{line}: {exc}; commits happen further out instead")
+            return
+        self._commit(spots, message=None)
 
-    def _commit(self, frame, kind, path, line, loops, message, resumable=True) -> CommitHandle | None:
-        started = time.perf_counter()
-        iterators, loop_info = {}, []
+    def _warn_once(self, key, message: str) -> None:
+        if key not in self._warned_loops:
+            self._warned_loops.add(key)
+            warnings.warn(message, DartWarning, stacklevel=3)
+
+    def _frame_state(self, index: int, spot: FrameSpot, iterators: dict) -> dict | None:
+        """The JSON description of one frame on the path; fills ``iterators``.
+        None when the frame's stack is not what the analysis expects."""
+        frame = spot.frame
+        loop_info = []
         stack = None
-        for loop in loops:
+        for loop in spot.loops:
             info = {"path": [list(p) for p in loop.path], "kind": loop.kind, "line": loop.line, "iteration": None}
             if loop.kind == "for" and frame is not None:
                 if loop.iterator.global_name is not None:
@@ -210,43 +308,67 @@ class Session:
                 else:
                     if stack is None:
                         stack = _native.frame_stack(frame)
+                        if spot.kind == "before" and len(stack) > spot.sites.depth_at(frame.f_lasti):
+                            return None  # stack pointer not saved by this kind of call
                     slot = loop.iterator.stack_slot
                     iterator = stack[slot] if slot is not None and slot < len(stack) else None
                 if iterator is None or not hasattr(iterator, "__next__"):
-                    return None  # the stack is not what the analysis expected: no commit here
-                iterators[cont.path_key(loop.path)] = iterator
+                    return None
+                iterators[cont.iterator_key(index, loop.path)] = iterator
                 info["iteration"] = iteration_count(iterator)
                 if loop.target is not None:
                     info["target"] = _short_value(loop.target, frame)
             loop_info.append(info)
-        namespace = frame.f_globals if frame is not None else self.module.__dict__
+        state = {
+            "qualname": spot.qualname,
+            "def": [list(p) for p in spot.def_path] if spot.def_path is not None else None,
+            "kind": spot.kind,
+            "path": [list(p) for p in spot.path],
+            "line": spot.line,
+            "loops": loop_info,
+        }
+        return state
+
+    def _commit(self, spots: list[FrameSpot], message, resumable=True) -> CommitHandle | None:
+        started = time.perf_counter()
+        iterators: dict = {}
+        frames = []
+        for index, spot in enumerate(spots):
+            state = self._frame_state(index, spot, iterators)
+            if state is None:
+                return None  # the stack is not what the analysis expected: no commit here
+            frames.append(state)
+        frame_locals = []
+        for spot in spots[1:]:
+            hidden = set(spot.frame.f_code.co_freevars)
+            frame_locals.append(
+                {k: v for k, v in spot.frame.f_locals.items() if k not in hidden and not k.startswith("__dart_")}
+            )
+        namespace = self.module.__dict__
         try:
-            stream, buffers, info = self.capturer.capture(namespace, iterators)
-        except UnsavableIterator as exc:
-            key = tuple(loop.path for loop in loops)
-            if key not in self._warned_loops:
-                self._warned_loops.add(key)
-                lines = ", ".join(str(loop.line) for loop in loops)
-                warnings.warn(
-                    f"not committing inside the loop at {self.display_name}:{lines}: its iterator cannot "
-                    f"be saved ({exc}); commits happen outside that loop instead",
-                    DartWarning,
-                    stacklevel=2,
-                )
+            stream, buffers, info = self.capturer.capture(namespace, iterators, frame_locals)
+        except CaptureError as exc:
+            where = " > ".join(f"{f['qualname']}:{f['line']}" for f in frames)
+            self._warn_once(
+                ("capture", tuple(f["qualname"] for f in frames), tuple(map(tuple, frames[-1]["path"]))),
+                f"not committing at {self.display_name} {where}: {exc}; commits happen elsewhere instead",
+            )
             return None
+        innermost = frames[-1]
         position = {
             "file": self.display_name,
-            "line": line,
-            "kind": kind,
-            "path": [list(p) for p in path],
-            "loops": loop_info,
+            "line": innermost["line"],
+            "kind": innermost["kind"],
+            "path": innermost["path"],
+            "loops": [loop for f in frames for loop in f["loops"]],
+            "frames": frames,
         }
         meta = {
             "time": time.time(),
             "position": position,
             "where": describe(position),
             "message": message,
-            "resumable": resumable and kind in ("before", "loop"),
+            "resumable": resumable and innermost["kind"] in ("before", "loop"),
             "skipped": info["skipped"],
             "env": environment(),
             "source": {"file": str(self.script), "hash": self.source_hash},
@@ -268,23 +390,29 @@ class Session:
         """``dart.commit()``: resumable right after the calling statement when it
         is a plain ``dart.commit(...)`` statement in watched code."""
         sites = self.monitor.watched.get(frame.f_code) if frame is not None else None
-        kind, path, line, loops = "explicit", (), frame.f_lineno if frame else 0, ()
-        resumable = False
+        spots = None
         if sites is not None:
             stmt = innermost_statement(sites.tree, frame.f_code, frame.f_lasti)
-            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
-                after = position_after(self.tree, stmt._dart_path)
-                if after is not None and after[0] in ("before", "loop"):
-                    kind, path = after
-                    resumable = True
-                    around = sites.statement_loops.get(stmt._dart_path, ())
-                    depth = len(path) if kind == "loop" else len(path) - 1
-                    loops = tuple(l for l in around if len(l.path) <= depth and path[: len(l.path)] == l.path)
-        handle = self._commit(frame, kind, path, line, loops, message, resumable=resumable)
+            after = position_after(self.tree, stmt._dart_path) if isinstance(stmt, ast.Expr) else None
+            if after is not None and after[0] in ("before", "loop") and call_statement(stmt) is not None:
+                kind, path = after
+                around = sites.statement_loops.get(stmt._dart_path, ())
+                depth = len(path) if kind == "loop" else len(path) - 1
+                loops = tuple(l for l in around if len(l.path) <= depth and path[: len(l.path)] == l.path)
+                line = node_at(self.tree, path).lineno if path else frame.f_lineno
+                try:
+                    spots = call_path(frame, FrameSpot(frame, sites, kind, path, line, loops), self.monitor.watched)
+                except NotContinuable:
+                    spots = None
+        resumable = spots is not None
+        if spots is None:
+            # Not resumable from here, but the state is still saved (for dart.load).
+            spots = [FrameSpot(None, None, "explicit", (), frame.f_lineno if frame else 0, ())]
+        handle = self._commit(spots, message, resumable=resumable)
         if handle is None:
             raise CaptureError(
-                f"dart.commit() at {self.display_name}:{line} could not capture the loop it is in; "
-                "see the warning above"
+                f"dart.commit() at {self.display_name}:{frame.f_lineno} could not capture the program's "
+                "state; see the warning above"
             )
         return handle
 
@@ -296,7 +424,7 @@ class Session:
             return
         if self.options.every is not None:
             last_line = self.tree.body[-1].end_lineno if self.tree.body else 0
-            self._commit(None, "end", (), last_line, (), "finished", resumable=False)
+            self._commit([FrameSpot(None, None, "end", (), last_line, ())], "finished", resumable=False)
         self._close(status="finished")
 
     def fail(self, exc: BaseException, status: str = "failed") -> None:

@@ -54,9 +54,15 @@ class Capturer:
             return False
         return True
 
-    def capture(self, namespace: dict, iterators: dict[str, object]) -> tuple[bytes, list[bytes], dict]:
-        """Pickle the roots. Returns (stream, private copies of the buffers, info)
-        where info["skipped"] maps each left-out variable to "type: reason"."""
+    def capture(
+        self, namespace: dict, iterators: dict[str, object], frame_locals: list[dict] = ()
+    ) -> tuple[bytes, list[bytes], dict]:
+        """Pickle the roots: the module's globals, the loops' iterators and the
+        locals of the function frames on the path. Returns (stream, private
+        copies of the buffers, info) where info["skipped"] maps each left-out
+        global to "type: reason". A global that does not pickle is left out; an
+        iterator or a local that does not pickle makes the commit impossible
+        here (UnsavableIterator)."""
         program = {}
         for name, value in namespace.items():
             if not self.is_program_global(name, value):
@@ -65,11 +71,11 @@ class Capturer:
             if known is not None and known[0] == id(value) and known[1] == _type_name(value):
                 continue
             program[name] = value
-        roots = {"globals": program, "iterators": iterators, "hidden": capture_hidden()}
+        roots = {"globals": program, "iterators": iterators, "frames": list(frame_locals), "hidden": capture_hidden()}
         try:
             stream, buffers = pickler.dumps(roots, main_module=self.main)
         except Exception:
-            self._diagnose(program, iterators)
+            self._diagnose(program, iterators, frame_locals)
             for name in list(program):
                 if name in self.skipped:
                     del program[name]
@@ -86,7 +92,7 @@ class Capturer:
         skipped = {n: f"{t}: {r}" for n, (_, t, r) in self.skipped.items() if n in namespace}
         return stream, copies, {"skipped": skipped}
 
-    def _diagnose(self, program: dict, iterators: dict) -> None:
+    def _diagnose(self, program: dict, iterators: dict, frame_locals) -> None:
         """Find which variables do not pickle (slow path, once per new value)."""
         for name, value in program.items():
             try:
@@ -103,18 +109,21 @@ class Capturer:
                         DartWarning,
                         stacklevel=2,
                     )
-        bad_iters = {}
-        for key, value in iterators.items():
+        bad = {}
+        named = [(f"loop iterator {key}", value) for key, value in iterators.items()]
+        for index, local_vars in enumerate(frame_locals, start=1):
+            named += [(f"local variable '{name}'", value) for name, value in local_vars.items()]
+        for label, value in named:
             try:
                 pickler.dumps(value, main_module=self.main)
             except Exception as exc:
-                bad_iters[key] = f"{_type_name(value)}: {_reason(exc)}"
-        if bad_iters:
-            raise UnsavableIterator(bad_iters)
+                bad[label] = f"{_type_name(value)}: {_reason(exc)}"
+        if bad:
+            raise UnsavableIterator(bad)
 
 
 class UnsavableIterator(CaptureError):
-    """A loop on the path runs over an iterator that cannot be saved."""
+    """A loop iterator or a local variable on the path cannot be saved."""
 
     def __init__(self, problems: dict[str, str]):
         super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))

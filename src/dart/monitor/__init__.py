@@ -10,6 +10,7 @@ the next safe point the program reaches then calls :meth:`Monitor._reached`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 import threading
@@ -19,13 +20,16 @@ from typing import Callable
 
 from ..errors import DartError
 from .. import _native
-from .sites import CodeSites, LoopSite, analyze
+from .sites import CodeSites, LoopSite, source_span, analyze, function_nodes, nested_code
 
 log = logging.getLogger("dart")
 mon = sys.monitoring
 E = mon.events
 DISABLE = mon.DISABLE
 TOOL_NAME = "dart"
+_NOT_CONTINUABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 # The ids of CPython's well-known tools, tried last (dart is none of them).
 _PREFERRED_IDS = (4, 3, 5, 2, 1, 0)
 
@@ -61,9 +65,24 @@ class Monitor:
 
     # -- what to watch -------------------------------------------------------
     def watch(self, code: CodeType, tree) -> CodeSites:
+        """Watch module code compiled from ``tree`` and the plain functions and
+        methods defined in it (generators and coroutines cannot be continued)."""
         sites = analyze(code, tree)
         self.watched[code] = sites
         mon.set_local_events(self.tool, code, E.LINE | E.JUMP)
+        # co_firstlineno is the line of the first decorator, as is source_span()'s start.
+        defs = {(node.name, source_span(node)[0]): node for node in function_nodes(tree)}
+        for inner in nested_code(code):
+            node = defs.get((inner.co_name, inner.co_firstlineno))
+            if node is not None and not inner.co_flags & _NOT_CONTINUABLE:
+                self.watch_function(inner, node)
+        return sites
+
+    def watch_function(self, code: CodeType, node) -> CodeSites:
+        sites = analyze(code, node)
+        self.watched[code] = sites
+        if sites.back_edges:
+            mon.set_local_events(self.tool, code, E.JUMP)
         return sites
 
     # -- when a commit is due ------------------------------------------------

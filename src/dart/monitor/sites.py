@@ -15,6 +15,7 @@ and nodes that ``dart.resume`` generated carry a ``_dart_role``.
 from __future__ import annotations
 
 import ast
+import bisect
 import dis
 from dataclasses import dataclass, field
 from types import CodeType
@@ -53,7 +54,19 @@ class CodeSites:
     loops: dict[Path, LoopSite] = field(default_factory=dict)
     # original statement path -> the loops around it in this code, outermost first
     statement_loops: dict[Path, tuple[LoopSite, ...]] = field(default_factory=dict)
-    tree: ast.Module | None = None
+    tree: ast.AST | None = None  # the Module, or the FunctionDef of a function's code
+    def_path: Path | None = None  # path of the function's def statement (None: module code)
+    depths: dict[int, int] = field(default_factory=dict)  # static stack depth per offset
+
+    def depth_at(self, lasti: int) -> int:
+        """Stack depth at the instruction ``f_lasti`` is in (a suspended caller's
+        f_lasti may point into the inline cache after its CALL); -1 if unknown."""
+        if self._offsets is None:
+            self._offsets = sorted(self.depths)
+        index = bisect.bisect_right(self._offsets, lasti) - 1
+        return self.depths[self._offsets[index]] if index >= 0 else -1
+
+    _offsets: list[int] | None = field(default=None, repr=False)
 
 
 def annotate_paths(tree: ast.Module) -> ast.Module:
@@ -80,7 +93,7 @@ def node_at(tree: ast.AST, path: Path) -> ast.AST:
     return node
 
 
-def _span(node: ast.AST) -> tuple[int, int]:
+def source_span(node: ast.AST) -> tuple[int, int]:
     first = node.lineno
     for deco in getattr(node, "decorator_list", ()):
         first = min(first, deco.lineno)
@@ -139,21 +152,21 @@ def stack_depths(code: CodeType) -> dict[int, int]:
     return depths
 
 
-def analyze(code: CodeType, tree: ast.Module) -> CodeSites:
+def analyze(code: CodeType, tree: ast.AST) -> CodeSites:
     """Match the loops and top-level statements of ``tree`` to ``code``'s bytecode.
 
     ``tree`` must be the AST ``code`` was compiled from, with ``_dart_path``
     annotations (see :func:`annotate_paths`) on the nodes that come from the
     original program.
     """
-    sites = CodeSites(code, tree=tree)
+    sites = CodeSites(code, tree=tree, def_path=getattr(tree, "_dart_path", None))
     instructions = list(dis.get_instructions(code))
     positions = list(code.co_positions())
 
     def pos_of(offset: int):
         return positions[offset // 2]
 
-    depths = stack_depths(code)
+    depths = sites.depths = stack_depths(code)
     for_iters: dict[tuple, int] = {}
     for ins in instructions:
         if ins.opname == "FOR_ITER":
@@ -248,7 +261,7 @@ def analyze(code: CodeType, tree: ast.Module) -> CodeSites:
         path = getattr(stmt, "_dart_path", None)
         fresh = getattr(stmt, "_dart_role", None) is None and not getattr(stmt, "_dart_resumed", False)
         if path is not None and len(path) == 1 and fresh:
-            spans.append((_span(stmt), path, stmt.lineno))
+            spans.append((source_span(stmt), path, stmt.lineno))
     entries: dict[Path, tuple[int, int]] = {}
     for start, end, line in code.co_lines():
         if line is None:
@@ -268,7 +281,22 @@ def _iter_for_nodes(tree: ast.AST, loop_of_node: dict[int, LoopSite]):
             yield node, loop_of_node[id(node)]
 
 
-def innermost_statement(tree: ast.Module, code: CodeType, offset: int) -> ast.stmt | None:
+def function_nodes(tree: ast.AST):
+    """Every ``def`` in ``tree`` that dart can watch (not lambdas or generators)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and hasattr(node, "_dart_path"):
+            yield node
+
+
+def nested_code(code: CodeType):
+    """Code objects of the functions and classes defined inside ``code``."""
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield const
+            yield from nested_code(const)
+
+
+def innermost_statement(tree: ast.AST, code: CodeType, offset: int) -> ast.stmt | None:
     """The deepest original statement of ``tree`` whose source holds the
     instruction at ``offset`` (function and class bodies excluded)."""
     pos = list(code.co_positions())[offset // 2]

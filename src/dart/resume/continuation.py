@@ -35,9 +35,17 @@ def path_key(path) -> str:
     return "/".join(f"{name}.{index}" for name, index in path)
 
 
+def iterator_key(frame_index: int, path) -> str:
+    """Key of a loop's saved iterator: its path, prefixed by the frame's index
+    on the call path (0, the module, has no prefix)."""
+    key = path_key(path)
+    return key if frame_index == 0 else f"f{frame_index}:{key}"
+
+
 def iterator_global(key: str) -> str:
     """The global a continuation keeps the saved iterator of loop ``key`` in."""
-    return "__dart_iter_" + key.replace(".", "_").replace("/", "__")
+    # Ends in "__" so that class bodies do not mangle it as a private name.
+    return "__dart_iter_" + key.replace(".", "_").replace("/", "__").replace(":", "_") + "__"
 
 
 def _is_definition(stmt: ast.stmt) -> bool:
@@ -52,7 +60,7 @@ def _is_definition(stmt: ast.stmt) -> bool:
 
 def prologue(tree: ast.Module, position: dict) -> ast.Module:
     """Definitions that precede the resume position at module level."""
-    path = _path(position)
+    path = _path(module_frame(position))
     stop = path[0][1] if path else len(tree.body)
     body = [copy.deepcopy(s) for s in tree.body[:stop] if _is_definition(s)]
     return ast.Module(body=body, type_ignores=[])
@@ -63,9 +71,13 @@ def _path(position: dict) -> Path:
 
 
 class _Builder:
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, frame_index: int = 0):
         self.kind = kind
-        self.counter = itertools.count()
+        self.frame_index = frame_index
+        self.counter = itertools.count(frame_index * 1000)
+
+    def iterator_name(self, loop: ast.stmt) -> str:
+        return iterator_global(iterator_key(self.frame_index, loop._dart_path))
 
     def block(self, stmts: list, path: Path) -> list:
         (_, index), rest = path[0], path[1:]
@@ -124,14 +136,14 @@ class _Builder:
             raise ResumeError(f"the saved position names line {loop.lineno}, which is not a loop")
         new = copy.deepcopy(loop)
         if isinstance(loop, ast.For):
-            name = ast.copy_location(ast.Name(id=iterator_global(path_key(loop._dart_path)), ctx=ast.Load()), loop.iter)
+            name = ast.copy_location(ast.Name(id=self.iterator_name(loop), ctx=ast.Load()), loop.iter)
             new.iter = name
         if top:
             new._dart_resumed = True  # not a fresh entry of the statement
         return [new]
 
     def peel(self, loop: ast.stmt, rest_of_iteration: list) -> list:
-        flag = f"__dart_broke_{next(self.counter)}"
+        flag = f"__dart_broke_{next(self.counter)}__"
         line = loop.lineno
 
         def at(node):
@@ -157,7 +169,7 @@ class _Builder:
             loop._dart_path,
             kind,
             loop.lineno,
-            iterator_global(path_key(loop._dart_path)) if kind == "for" else None,
+            self.iterator_name(loop) if kind == "for" else None,
             loop.target.id if isinstance(loop, ast.For) and isinstance(loop.target, ast.Name) else None,
         )
         guard = at(ast.If(test=ast.UnaryOp(op=ast.Not(), operand=ast.Name(id=flag, ctx=ast.Load())), body=[], orelse=[]))
@@ -165,12 +177,20 @@ class _Builder:
         return [assign(True), once, guard]
 
 
+def module_frame(position: dict) -> dict:
+    """The module's part of a position (commits made before frames existed
+    describe only the module)."""
+    frames = position.get("frames")
+    return frames[0] if frames else position
+
+
 def continuation(tree: ast.Module, position: dict) -> ast.Module:
     """The module body from ``position`` on (see the module docstring)."""
-    kind = position["kind"]
+    frame = module_frame(position)
+    kind = frame["kind"]
     if kind not in ("before", "loop"):
         raise ResumeError(f"a commit at a position of kind {kind!r} cannot be resumed")
-    body = _Builder(kind).block(tree.body, _path(position))
+    body = _Builder(kind).block(tree.body, _path(frame))
     module = ast.Module(body=body, type_ignores=[])
     ast.fix_missing_locations(module)
     return module
@@ -191,3 +211,47 @@ def names_defined(tree: ast.Module) -> set[str]:
         elif isinstance(stmt, ast.Assign):
             defined.update(t.id for t in stmt.targets if isinstance(t, ast.Name))
     return defined
+
+
+ENTER_NAME = "__dart_enter__"  # global: __dart_enter__(i) puts back function i's own code
+LOCALS_NAME = "__dart_locals__"  # global: __dart_locals__(i) returns function i's saved locals
+
+
+def function_variant(
+    tree: ast.Module, frame: dict, index: int, local_names: list[str], freevars: tuple[str, ...]
+) -> tuple[ast.Module, ast.FunctionDef]:
+    """A copy of the module in which the function of frame ``index`` is its
+    continuation: it first puts the function's own code back (so later calls
+    run normally), restores its locals, then goes on from the saved position.
+    It keeps the signature (wrappers call it with the original arguments) and
+    the free variables (so it fits the function's closure)."""
+    from ..monitor.sites import node_at
+
+    module = copy.deepcopy(tree)
+    def_path = _path({"path": frame["def"]})
+    node = node_at(module, def_path)
+    if not isinstance(node, ast.FunctionDef) or node.name != frame["qualname"].rsplit(".", 1)[-1]:
+        raise ResumeError(f"the function {frame['qualname']}() is no longer where the commit saw it")
+    line = node.lineno
+
+    def at(stmt):
+        for sub in ast.walk(stmt):
+            sub.lineno, sub.end_lineno, sub.col_offset, sub.end_col_offset = line, line, 0, 0
+        return stmt
+
+    def call(name):
+        return ast.Call(func=ast.Name(id=name, ctx=ast.Load()), args=[ast.Constant(index)], keywords=[])
+
+    prelude = [at(ast.Expr(call(ENTER_NAME)))]
+    if local_names:
+        targets = ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Store()) for n in local_names], ctx=ast.Store())
+        prelude.append(at(ast.Assign(targets=[targets], value=call(LOCALS_NAME))))
+    rest = _Builder(frame["kind"], index).block(node.body, _path(frame)[len(def_path) :])
+    keep = []
+    if freevars:  # never runs; keeps the closure's variables free in the new code
+        refs = ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Load()) for n in freevars], ctx=ast.Load())
+        keep.append(at(ast.If(test=ast.Constant(False), body=[ast.Expr(refs)], orelse=[])))
+    node.body = prelude + rest + keep
+    node.decorator_list = []
+    ast.fix_missing_locations(module)
+    return module, node
