@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import pickle
 import sys
 import types
@@ -32,6 +33,52 @@ def _rebuild_view(base, offset: int, shape, strides, dtype, writeable: bool):
     if not writeable:
         view.flags.writeable = False
     return view
+
+
+def _reopen(name: str, mode: str, encoding, newline, position, binary: bool):
+    """A file as it was at the commit: reopened, and cut back to the length it
+    had then if the program writes it (so writes after the commit vanish)."""
+    writing = any(c in mode for c in "wax+")
+    if writing:
+        raw_mode = "r+b"
+        with open(name, "ab"):
+            pass  # exists again if it was removed
+        with open(name, raw_mode) as f:
+            f.truncate(position)
+        reopen_mode = mode.replace("w", "a").replace("x", "a")
+    else:
+        reopen_mode = mode
+    kwargs = {} if binary else {"encoding": encoding, "newline": newline}
+    f = open(name, reopen_mode, **kwargs)
+    if not writing or "+" in mode:
+        f.seek(position)
+    return f
+
+
+def _closed_file(binary: bool):
+    """Stands in for a file the program had already closed (it can only be closed)."""
+    f = open(os.devnull, "rb" if binary else "r")
+    f.close()
+    return f
+
+
+def _file_state(f):
+    """(name, mode, encoding, newline, position, binary) of a real, open file
+    object, or None for anything else (sockets, pipes, closed or unnamed files)."""
+    name = getattr(f, "name", None)
+    mode = getattr(f, "mode", None)
+    if not isinstance(name, str) or not isinstance(mode, str) or f.closed:
+        return None
+    try:
+        if f.writable():
+            f.flush()
+        position = f.tell()
+    except (OSError, ValueError):
+        return None
+    binary = isinstance(f, (io.BufferedIOBase, io.RawIOBase))
+    encoding = getattr(f, "encoding", None)
+    newline = None
+    return name, mode, encoding, newline, position, binary
 
 
 def _root_array(array):
@@ -57,6 +104,12 @@ class StatePickler(pickle.Pickler):
             if obj is self._main:
                 return _import_module, ("__main__",)
             return _import_module, (obj.__name__,)
+        if isinstance(obj, (io.TextIOWrapper, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.FileIO)):
+            if obj.closed:
+                return _closed_file, (isinstance(obj, (io.BufferedIOBase, io.RawIOBase)),)
+            state = _file_state(obj)
+            if state is not None:
+                return _reopen, state
         numpy = sys.modules.get("numpy")
         if numpy is not None and type(obj) is numpy.ndarray and obj.base is not None:
             root = _root_array(obj)
