@@ -39,3 +39,23 @@ PyObject *dart_frame_stack(PyObject *frame)
     }
     return items;
 }
+
+int dart_frame_stack_replace(PyObject *frame, int slot, PyObject *old, PyObject *new)
+{
+    if (!PyFrame_Check(frame)) {
+        PyErr_SetString(PyExc_TypeError, "dart_frame_stack_replace() expects a frame object");
+        return -1;
+    }
+    _PyInterpreterFrame *f = ((PyFrameObject *)frame)->f_frame;
+    PyCodeObject *code = PyFrame_GetCode((PyFrameObject *)frame);
+    int index = code->co_nlocalsplus + slot;
+    int limit = code->co_nlocalsplus + code->co_stacksize;
+    Py_DECREF(code);
+    if (slot < 0 || index >= f->stacktop || f->stacktop > limit || f->localsplus[index] != old) {
+        return 0;
+    }
+    Py_INCREF(new);
+    f->localsplus[index] = new;
+    Py_DECREF(old);
+    return 1;
+}

@@ -15,4 +15,9 @@
  * pointer. Returns NULL with TypeError if `frame` is not a frame object. */
 PyObject *dart_frame_stack(PyObject *frame);
 
+/* Replace the stack item at `slot` (from the bottom) with `new` if it is
+ * `old`. Returns 1 if replaced, 0 if the slot does not hold `old` or lies
+ * above the saved stack top, -1 with TypeError for a non-frame. */
+int dart_frame_stack_replace(PyObject *frame, int slot, PyObject *old, PyObject *new);
+
 #endif

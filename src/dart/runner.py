@@ -47,11 +47,15 @@ def read_script(path: str) -> tuple[Path, str]:
     return script.resolve(), source
 
 
-def _user_traceback(tb, namespace: dict):
-    """Drop dart's own frames, so a traceback looks as it would without dart."""
+def _report(exc: BaseException, namespace: dict) -> None:
+    """Print ``exc`` through sys.excepthook without dart's own frames, so the
+    traceback looks as it would without dart."""
+    tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_globals is not namespace:
         tb = tb.tb_next
-    return tb
+    if tb is not None:
+        exc = exc.with_traceback(tb)
+    sys.excepthook(type(exc), exc, tb)
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -96,11 +100,11 @@ def run_script(script_arg: str, args: list[str], options: Options) -> int:
             return status
         except KeyboardInterrupt as exc:
             session.fail(exc, status="interrupted")
-            sys.excepthook(type(exc), exc, _user_traceback(exc.__traceback__, module.__dict__))
+            _report(exc, module.__dict__)
             return 130
         except BaseException as exc:
             session.fail(exc)
-            sys.excepthook(type(exc), exc, _user_traceback(exc.__traceback__, module.__dict__))
+            _report(exc, module.__dict__)
             return 1
         session.finish()
         return 0
@@ -147,11 +151,11 @@ def enable_in_main(frame, options: Options) -> None:
         session.finish() if status == 0 else session.fail(exc, status="exited")
     except KeyboardInterrupt as exc:
         session.fail(exc, status="interrupted")
-        sys.excepthook(type(exc), exc, _user_traceback(exc.__traceback__, module.__dict__))
+        _report(exc, module.__dict__)
         status = 130
     except BaseException as exc:
         session.fail(exc)
-        sys.excepthook(type(exc), exc, _user_traceback(exc.__traceback__, module.__dict__))
+        _report(exc, module.__dict__)
         status = 1
     else:
         session.finish()

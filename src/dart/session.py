@@ -24,7 +24,7 @@ import xxhash
 
 from . import _native
 from .capture import Capturer, restore
-from .capture.hidden import compare_environment, environment, restore_hidden
+from .capture.hidden import capture_hidden, compare_environment, environment, restore_hidden
 from .config import DEFAULT_BUDGET, Options
 from .errors import CaptureError, DartWarning, ResumeError, StoreError
 from .flush import CommitHandle, Flusher, StagedCommit
@@ -112,6 +112,28 @@ def describe(position: dict) -> str:
     return text
 
 
+_SAVABLE: dict[type, bool] = {}
+
+
+def _savable(iterator, depth: int = 0) -> bool:
+    """Can this iterator be pickled? Wrappers (enumerate, zip, map, ...) are
+    as savable as the iterators they hold; other kinds are asked once per type."""
+    kind = type(iterator)
+    known = _SAVABLE.get(kind)
+    if known is False:
+        return False
+    try:
+        reduced = iterator.__reduce_ex__(5)
+    except Exception:
+        _SAVABLE[kind] = False
+        return False
+    args = reduced[1] if isinstance(reduced, tuple) and len(reduced) > 1 and isinstance(reduced[1], tuple) else ()
+    inner = [a for a in args if hasattr(a, "__next__") and a is not iterator]
+    if not inner:
+        _SAVABLE[kind] = True
+    return depth < 8 and all(_savable(a, depth + 1) for a in inner)
+
+
 def iteration_count(iterator) -> int | None:
     """How many items an iterator has produced, when its pickle state says so."""
     try:
@@ -123,6 +145,24 @@ def iteration_count(iterator) -> int | None:
     if type(iterator) is enumerate and len(reduced) >= 2 and len(reduced[1]) == 2:
         return reduced[1][1]
     return None
+
+
+def _recreator(saved: dict):
+    """``__dart_recreate__(key, thunk)``: the iterator of a SavedLoop loop,
+    re-created under the random state from the loop's start and advanced past
+    the items it had taken; the random state of the commit is then put back."""
+
+    def recreate(key: str, thunk):
+        loop = saved.pop(key)
+        now = capture_hidden()
+        restore_hidden(loop.entry)
+        iterator = iter(thunk())
+        for _ in range(loop.count):
+            next(iterator)
+        restore_hidden(now)
+        return _native.CountingIterator(iterator, loop.count, loop.entry)
+
+    return recreate
 
 
 def _resolve_function(namespace: dict, qualname: str):
@@ -169,6 +209,7 @@ class Session:
         self.monitor = Monitor(self._on_safe_point)
         self._warned_loops: set[tuple] = set()
         self._closed = False
+        self._recreated: frozenset = frozenset()  # SavedLoop keys of the commit resumed from
         self.commits = 0
 
     # -- starting ---------------------------------------------------------------
@@ -179,10 +220,15 @@ class Session:
         position = commit["position"]
         filename = str(self.script)
         namespace = self.module.__dict__
+        for def_path, loop_path in commit.get("tracked", []):
+            key = tuple(map(tuple, def_path)) if def_path else None
+            self.monitor.tracked.add((key, tuple(map(tuple, loop_path))))
+        recreated = frozenset(commit.get("recreated", []))
+        self._recreated = recreated
         if commit.get("source", {}).get("hash") != self.source_hash:
             log.warning("dart: %s changed since commit %s; resuming with the edited code", self.display_name, commit["id"][:12])
         try:
-            body = cont.continuation(self.tree, position)
+            body = cont.continuation(self.tree, position, recreated)
         except ResumeError as exc:
             raise ResumeError(
                 f"cannot resume run {self.plan.run_id} from commit {commit['id'][:12]} "
@@ -218,9 +264,14 @@ class Session:
                 "Run again with --fresh to start over."
             ) from None
         namespace.update(roots["globals"])
+        saved_loops = {}
         for key, iterator in roots["iterators"].items():
-            namespace[cont.iterator_global(key)] = iterator
+            if isinstance(iterator, cont.SavedLoop):
+                saved_loops[key] = iterator
+            else:
+                namespace[cont.iterator_global(key)] = iterator
         namespace[cont.ONE_NAME] = (None,)
+        namespace[cont.RECREATE_NAME] = _recreator(saved_loops)
         self.monitor.watch(prologue_code, prologue)  # the functions it defined
         self._arm_function_frames(commit, roots.get("frames", []))
         restore_hidden(roots["hidden"])
@@ -240,7 +291,9 @@ class Session:
             local_names = list(frame_locals[index - 1])
             freevars = function.__code__.co_freevars
             try:
-                module, node = cont.function_variant(self.tree, frame, index, local_names, freevars)
+                module, node = cont.function_variant(
+                    self.tree, frame, index, local_names, freevars, self._recreated
+                )
             except ResumeError as exc:
                 raise ResumeError(
                     f"cannot resume inside {frame['qualname']}() (commit {commit['id'][:12]}): {exc}. "
@@ -314,8 +367,24 @@ class Session:
                     iterator = stack[slot] if slot is not None and slot < len(stack) else None
                 if iterator is None or not hasattr(iterator, "__next__"):
                     return None
-                iterators[cont.iterator_key(index, loop.path)] = iterator
-                info["iteration"] = iteration_count(iterator)
+                key = cont.iterator_key(index, loop.path)
+                if isinstance(iterator, _native.CountingIterator):
+                    if iterator.entry is None:
+                        return None  # this run of the loop began before dart tracked it
+                    info["iteration"] = iterator.count
+                    iterator = cont.SavedLoop(iterator.count, iterator.entry)
+                elif not _savable(iterator):
+                    self.monitor.track(spot.sites, loop)
+                    self._warn_once(
+                        ("track", spot.def_path, loop.path),
+                        f"the loop at {self.display_name}:{loop.line} runs over a {type(iterator).__name__}, "
+                        "which cannot be saved; from its next start dart counts its items and re-creates it "
+                        "on resume (no commits inside it until then)",
+                    )
+                    return None
+                else:
+                    info["iteration"] = iteration_count(iterator)
+                iterators[key] = iterator
                 if loop.target is not None:
                     info["target"] = _short_value(loop.target, frame)
             loop_info.append(info)
@@ -370,11 +439,17 @@ class Session:
             "message": message,
             "resumable": resumable and innermost["kind"] in ("before", "loop"),
             "skipped": info["skipped"],
+            "recreated": sorted(k for k, v in iterators.items() if isinstance(v, cont.SavedLoop)),
+            "tracked": sorted([list(map(list, d)) if d else None, list(map(list, p))] for d, p in self.monitor.tracked),
             "env": environment(),
             "source": {"file": str(self.script), "hash": self.source_hash},
         }
         handle = self.flusher.submit(StagedCommit(payload=stream, buffers=buffers, meta=meta))
         self.commits += 1
+        if self.options.every == 0 and message is None:
+            # Every safe point commits: each commit is durable before the program
+            # goes on, so a kill repeats at most the iteration in flight.
+            handle.wait()
         self._schedule_next(time.perf_counter() - started)
         return handle
 

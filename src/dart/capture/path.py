@@ -1,10 +1,10 @@
 """The call path: the user frames from the main module down to a safe point.
 
 A commit inside a function needs every frame on the way to it: each caller is
-suspended in a call, and resume re-runs that call statement with the callee
-armed to continue (``dart.resume.frames``). So each caller must sit in a plain
-call statement (``f(...)``, ``x = f(...)``, ``return f(...)``) whose other parts
-call nothing else. Library frames between two user frames are allowed only when
+suspended in a call, and resume re-runs that call's statement with the callee
+armed to continue (see ``Session._arm_function_frames``). So re-running the
+statement must reach that call before calling anything else: ``f(x)``,
+``y = f(x)``, ``return f(x)`` and ``print(f(x))`` qualify, ``f(g(x))`` does not. Library frames between two user frames are allowed only when
 they are decorator wrappers that hold the user function itself (functools.wraps,
 torch.no_grad, ...): re-running the call runs them again. Anything else (a
 framework's own loop calling back into user code) makes the point not
@@ -46,17 +46,33 @@ class FrameSpot:
         return self.sites.def_path if self.sites is not None else None
 
 
-_CALL_STATEMENTS = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return)
+_SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Await, ast.Yield, ast.YieldFrom)
+
+
+def call_on_path(stmt: ast.stmt | None, pos) -> ast.Call | None:
+    """The call at source position ``pos`` in ``stmt`` if re-running ``stmt``
+    calls nothing before it: every other call in the statement must enclose
+    it (those run after it returns, e.g. ``print(train())``)."""
+    if stmt is None or isinstance(stmt, (ast.For, ast.While, ast.If, ast.With, ast.Try, ast.TryStar, ast.Match)):
+        return None
+    if any(isinstance(node, _SCOPES) for node in ast.walk(stmt)):
+        return None
+    calls = [node for node in ast.walk(stmt) if isinstance(node, ast.Call)]
+    target = next(
+        (c for c in calls if (c.lineno, c.end_lineno, c.col_offset, c.end_col_offset) == tuple(pos)), None
+    )
+    if target is None:
+        return None
+    enclosing = {id(c) for c in calls if any(inner is target for inner in ast.walk(c))}
+    return target if all(id(c) in enclosing for c in calls) else None
 
 
 def call_statement(stmt: ast.stmt | None) -> ast.Call | None:
-    """The call of a plain call statement, or None."""
-    value = getattr(stmt, "value", None) if isinstance(stmt, _CALL_STATEMENTS) else None
+    """The call of a plain ``f(...)`` statement (how dart.commit() is called)."""
+    value = getattr(stmt, "value", None) if isinstance(stmt, ast.Expr) else None
     if not isinstance(value, ast.Call):
         return None
-    if any(isinstance(node, ast.Call) for node in ast.walk(value) if node is not value):
-        return None
-    return value
+    return call_on_path(stmt, (value.lineno, value.end_lineno, value.col_offset, value.end_col_offset))
 
 
 def _wraps(frame: FrameType, callee: CodeType) -> bool:
@@ -93,10 +109,11 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
             callee, caller = caller, caller.f_back
             continue
         stmt = innermost_statement(sites.tree, caller.f_code, caller.f_lasti)
-        if call_statement(stmt) is None:
+        pos = list(caller.f_code.co_positions())[caller.f_lasti // 2]
+        if call_on_path(stmt, pos) is None:
             raise NotContinuable(
-                f"the call to {frame.f_code.co_qualname}() at line {caller.f_lineno} is not a plain call "
-                "statement (x = f(...), f(...) or return f(...) with no other call in it)"
+                f"re-running the statement at line {caller.f_lineno} that calls {callee.f_code.co_qualname}() "
+                "would call something else first; move that call to its own statement"
             )
         path = stmt._dart_path
         spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.statement_loops.get(path, ())))

@@ -63,6 +63,20 @@ class CommitHandle:
         self.id, self.error = cid, error
         self._done.set()
 
+    def __reduce__(self):
+        # A handle saved in a commit comes back as the handle of a finished commit
+        # (a commit not yet durable when saved may have been lost: wait() then fails).
+        return _restored_handle, (self.seq, self.id)
+
+
+def _restored_handle(seq: int, cid: str | None) -> CommitHandle:
+    from ..errors import StoreError
+
+    handle = CommitHandle(seq)
+    error = None if cid else StoreError(f"commit #{seq} was not durable when the program's state was saved")
+    handle._resolve(cid, error)
+    return handle
+
 
 class Flusher:
     """Writes staged commits of one run to a store on a daemon thread, in order.

@@ -58,6 +58,12 @@ class Monitor:
         _native.set_handlers(self._on_line, self._on_jump)
         mon.register_callback(self.tool, E.LINE, _native.line_event)
         mon.register_callback(self.tool, E.JUMP, _native.jump_event)
+        mon.register_callback(self.tool, E.BRANCH, _native.branch_event)
+        _native.set_loop_handlers(self._on_loop_entry, self._on_first_item)
+        # Loops over iterators dart cannot save, tracked so they can be re-created.
+        self.tracked: set[tuple] = set()  # (def path, loop path)
+        self._entry_of: dict[tuple, int] = {}  # (code, FOR_ITER offset) -> entry offset
+        self._pending: dict[tuple, dict] = {}  # (id(frame), entry offset) -> hidden state
         self._timer: threading.Thread | None = None
         self._wake = threading.Condition()
         self._due_at: float | None = None
@@ -83,7 +89,45 @@ class Monitor:
         self.watched[code] = sites
         if sites.back_edges:
             mon.set_local_events(self.tool, code, E.JUMP)
+        self._track_in(code, sites)
         return sites
+
+    # -- loops over iterators that cannot be saved ------------------------------------
+    def track(self, sites: CodeSites, loop: LoopSite) -> None:
+        """From its next start on, count the items the loop takes and keep the
+        hidden state from when it started, in every watched code that has it."""
+        self.tracked.add((sites.def_path, loop.path))
+        for code, other in self.watched.items():
+            if other.def_path == sites.def_path:
+                self._track_in(code, other)
+
+    def _track_in(self, code: CodeType, sites: CodeSites) -> None:
+        for path, copies in sites.loops.items():
+            if (sites.def_path, path) not in self.tracked:
+                continue
+            for loop in copies:
+                if loop.kind != "for" or loop.entry is None or loop.iterator.stack_slot is None:
+                    continue
+                _native.track_loop(code, loop.entry, loop.for_iter, loop.iterator.stack_slot)
+                self._entry_of[(code, loop.for_iter)] = loop.entry
+                events = mon.get_local_events(self.tool, code)
+                mon.set_local_events(self.tool, code, events | E.LINE | E.JUMP | E.BRANCH)
+
+    def _on_loop_entry(self, frame: FrameType, offset: int) -> None:
+        from ..capture.hidden import capture_hidden
+
+        self._pending[(id(frame), offset)] = capture_hidden()
+
+    def _on_first_item(self, frame: FrameType, for_iter: int, slot: int) -> None:
+        stack = _native.frame_stack(frame)
+        if slot >= len(stack):
+            return
+        entry = self._entry_of.get((frame.f_code, for_iter))
+        state = self._pending.pop((id(frame), entry), None)
+        # Without the state from the loop's start (it began before dart tracked
+        # it) the wrapper still counts, but this run of the loop cannot be resumed.
+        wrapper = _native.CountingIterator(stack[slot], 1, state)
+        _native.replace_stack_item(frame, slot, stack[slot], wrapper)
 
     # -- when a commit is due ------------------------------------------------
     def due_now(self) -> None:
@@ -121,6 +165,10 @@ class Monitor:
     def _on_line(self, frame: FrameType, line: int):
         sites = self.watched.get(frame.f_code)
         if sites is not None:
+            if self._entry_of and frame.f_lasti in self._entry_of.values():
+                self._on_loop_entry(frame, frame.f_lasti)
+                if frame.f_lasti not in sites.statement_entries:
+                    return None
             entry = sites.statement_entries.get(frame.f_lasti)
             if entry is not None:
                 self._on_safe_point(frame, sites, "before", entry[0], entry[1], None)
@@ -149,6 +197,8 @@ class Monitor:
         _native.set_handlers(None, None)
         for code in self.watched:
             mon.set_local_events(self.tool, code, 0)
+        _native.set_loop_handlers(None, None)
         mon.register_callback(self.tool, E.LINE, None)
         mon.register_callback(self.tool, E.JUMP, None)
+        mon.register_callback(self.tool, E.BRANCH, None)
         mon.free_tool_id(self.tool)

@@ -41,6 +41,8 @@ class LoopSite:
     iterator: IterSource | None  # None for while loops
     enclosing: tuple["LoopSite", ...] = ()  # outer loops in the same frame, outermost first
     target: str | None = None  # the loop variable, when it is a plain name (for display)
+    entry: int | None = None  # offset of the loop statement's first instruction
+    for_iter: int | None = None  # offset of its FOR_ITER
 
 
 @dataclass
@@ -51,7 +53,7 @@ class CodeSites:
     back_edges: dict[tuple[int, int], LoopSite] = field(default_factory=dict)
     # offset of the first instruction of each top-level statement -> (path, line)
     statement_entries: dict[int, tuple[Path, int]] = field(default_factory=dict)
-    loops: dict[Path, LoopSite] = field(default_factory=dict)
+    loops: dict[Path, tuple[LoopSite, ...]] = field(default_factory=dict)  # all copies of each loop
     # original statement path -> the loops around it in this code, outermost first
     statement_loops: dict[Path, tuple[LoopSite, ...]] = field(default_factory=dict)
     tree: ast.AST | None = None  # the Module, or the FunctionDef of a function's code
@@ -167,25 +169,42 @@ def analyze(code: CodeType, tree: ast.AST) -> CodeSites:
         return positions[offset // 2]
 
     depths = sites.depths = stack_depths(code)
-    for_iters: dict[tuple, int] = {}
+    # A continuation holds several copies of a loop (the rest of the current
+    # iteration, then the loop going on), with the same source positions.
+    # Copies are compiled in source order, so match them to bytecode in order.
+    for_iters: dict[tuple, list[int]] = {}
+    index_of = {ins.offset: i for i, ins in enumerate(instructions)}
     for ins in instructions:
         if ins.opname == "FOR_ITER":
-            for_iters.setdefault(pos_of(ins.offset), ins.offset)
+            for_iters.setdefault(tuple(pos_of(ins.offset)), []).append(ins.offset)
 
-    # Walk the AST keeping the stack of loops (original or peeled) around each node.
-    loop_of_node: dict[int, LoopSite] = {}
-    whiles: list[tuple[ast.While, LoopSite]] = []
-    continues: list[tuple[ast.Continue, LoopSite | None]] = []
+    def loop_entry(node: ast.For, for_iter: int) -> int:
+        """First instruction of the loop statement: walk back from its FOR_ITER
+        over the instructions of its header (the iterable, GET_ITER)."""
+        first, last = node.lineno, node.iter.end_lineno
+        i = index_of[for_iter]
+        while i > 0:
+            line = pos_of(instructions[i - 1].offset)[0]
+            if line is None or not first <= line <= last:
+                break
+            i -= 1
+        return instructions[i].offset
+
+    offset_to_for: dict[int, LoopSite] = {}
+    whiles: dict[tuple, list[tuple[ast.While, LoopSite]]] = {}
+    continues: dict[tuple, list[LoopSite | None]] = {}
 
     def walk(node: ast.AST, enclosing: tuple[LoopSite, ...]) -> None:
         role = getattr(node, "_dart_role", None)
         site: LoopSite | None = None
         if isinstance(node, (ast.For, ast.While)) and role is None and hasattr(node, "_dart_path"):
-            iterator = None
+            iterator = offset = entry = None
             if isinstance(node, ast.For):
-                offset = for_iters.get(compat.for_iter_position(node))
+                copies = for_iters.get(compat.for_iter_position(node))
+                offset = copies.pop(0) if copies else None
                 if offset is not None and offset in depths:
                     iterator = IterSource(stack_slot=depths[offset] - 1)
+                    entry = loop_entry(node, offset)
                 else:
                     iterator = IterSource()  # unknown: loop is not a safe point
             site = LoopSite(
@@ -195,14 +214,17 @@ def analyze(code: CodeType, tree: ast.AST) -> CodeSites:
                 iterator=iterator,
                 enclosing=enclosing,
                 target=_target_name(node),
+                entry=entry,
+                for_iter=offset,
             )
-            sites.loops[site.path] = site
-            loop_of_node[id(node)] = site
+            sites.loops[site.path] = sites.loops.get(site.path, ()) + (site,)
+            if offset is not None:
+                offset_to_for[offset] = site
             if isinstance(node, ast.While):
-                whiles.append((node, site))
+                whiles.setdefault(_pos_key(node.test), []).append((node, site))
         elif isinstance(node, ast.For) and isinstance(role, tuple) and role[0] == "peeled":
             # A continuation runs the rest of a loop's current iteration inside a
-            # one-shot loop; the real loop's iterator waits in a global.
+            # one-shot loop; the real loop's iterator waits in a variable.
             _, path, kind, line, name, target = role
             site = LoopSite(
                 path=path,
@@ -215,7 +237,7 @@ def analyze(code: CodeType, tree: ast.AST) -> CodeSites:
         if isinstance(node, ast.stmt) and hasattr(node, "_dart_path"):
             sites.statement_loops.setdefault(node._dart_path, enclosing)
         if isinstance(node, ast.Continue):
-            continues.append((node, enclosing[-1] if enclosing else None))
+            continues.setdefault(_pos_key(node), []).append(enclosing[-1] if enclosing else None)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
             return  # other code objects
         for name, value in ast.iter_fields(node):
@@ -230,30 +252,38 @@ def analyze(code: CodeType, tree: ast.AST) -> CodeSites:
 
     # Backward jumps -> loops. A `for` loop's jumps land on its FOR_ITER; a
     # `while` loop's normal jump comes from its test, a `continue` from itself.
-    offset_to_for: dict[int, LoopSite] = {}
-    for node, site in _iter_for_nodes(tree, loop_of_node):
-        offset = for_iters.get(compat.for_iter_position(node))
-        if offset is not None:
-            offset_to_for[offset] = site
+    # Jumps from copies of one while test (or one continue) pair up with the
+    # copies in order; if the counts differ (a finally block compiled twice),
+    # none of them is trusted.
+    by_test: dict[tuple, list[tuple[int, int]]] = {}
+    by_continue: dict[tuple, list[tuple[int, int]]] = {}
     for ins in instructions:
-        if ins.opname not in ("JUMP_BACKWARD",):
+        if ins.opname != "JUMP_BACKWARD":
             continue
         src, dst = ins.offset, ins.argval
         site = offset_to_for.get(dst)
-        if site is None:
-            pos = pos_of(src)
-            for node, wsite in whiles:
-                if _within(pos, node.test):
-                    site = wsite
-                    break
-        if site is None:
-            pos = pos_of(src)
-            for node, csite in continues:
-                if csite is not None and csite.kind == "while" and _pos_key(node) == tuple(pos):
-                    site = csite
-                    break
-        if site is not None and (site.iterator is None or site.iterator.stack_slot is not None):
-            sites.back_edges[(src, dst)] = site
+        if site is not None:
+            if site.iterator.stack_slot is not None:
+                sites.back_edges[(src, dst)] = site
+            continue
+        pos = tuple(pos_of(src))
+        if pos in continues:
+            by_continue.setdefault(pos, []).append((src, dst))
+            continue
+        for key, copies in whiles.items():
+            if _within(pos, copies[0][0].test):
+                by_test.setdefault(key, []).append((src, dst))
+                break
+    for key, edges in by_test.items():
+        if len(edges) == len(whiles[key]):
+            for edge, (_, site) in zip(sorted(edges), whiles[key]):
+                sites.back_edges[edge] = site
+    for key, edges in by_continue.items():
+        owners = continues[key]
+        if len(edges) == len(owners):
+            for edge, site in zip(sorted(edges), owners):
+                if site is not None and site.kind == "while":
+                    sites.back_edges[edge] = site
 
     # Entries of top-level statements that come from the original program.
     spans = []
@@ -273,12 +303,6 @@ def analyze(code: CodeType, tree: ast.AST) -> CodeSites:
                 break
     sites.statement_entries = {offset: (path, line) for path, (offset, line) in entries.items()}
     return sites
-
-
-def _iter_for_nodes(tree: ast.AST, loop_of_node: dict[int, LoopSite]):
-    for node in ast.walk(tree):
-        if isinstance(node, ast.For) and id(node) in loop_of_node:
-            yield node, loop_of_node[id(node)]
 
 
 def function_nodes(tree: ast.AST):

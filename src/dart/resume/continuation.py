@@ -22,12 +22,24 @@ from __future__ import annotations
 import ast
 import copy
 import itertools
+from dataclasses import dataclass
 
 from ..errors import ResumeError
 
 Path = tuple[tuple[str, int], ...]
 
 ONE_NAME = "__dart_one__"  # a global holding (None,): the one-shot loop's iterable
+RECREATE_NAME = "__dart_recreate__"  # global: __dart_recreate__(key, thunk) -> the loop's iterator
+
+
+@dataclass(frozen=True)
+class SavedLoop:
+    """A loop over an iterator that cannot be saved, saved as how to get it
+    back: re-evaluate the loop's iterable with the random state from when the
+    loop started (``entry``) and skip the ``count`` items it had taken."""
+
+    count: int
+    entry: dict
 
 
 def path_key(path) -> str:
@@ -71,10 +83,27 @@ def _path(position: dict) -> Path:
 
 
 class _Builder:
-    def __init__(self, kind: str, frame_index: int = 0):
+    def __init__(self, kind: str, frame_index: int = 0, recreated: frozenset = frozenset()):
         self.kind = kind
         self.frame_index = frame_index
+        self.recreated = recreated  # iterator keys of SavedLoop loops
         self.counter = itertools.count(frame_index * 1000)
+
+    def recreate(self, loop: ast.stmt) -> list:
+        """``__dart_iter_k__ = __dart_recreate__(k, lambda: <iterable>)`` for a
+        SavedLoop loop (the lambda evaluates it in the loop's own scope)."""
+        key = iterator_key(self.frame_index, loop._dart_path)
+        if not isinstance(loop, ast.For) or key not in self.recreated:
+            return []
+        thunk = ast.Lambda(
+            args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
+            body=copy.deepcopy(loop.iter),
+        )
+        call = ast.Call(func=ast.Name(id=RECREATE_NAME, ctx=ast.Load()), args=[ast.Constant(key), thunk], keywords=[])
+        assign = ast.Assign(targets=[ast.Name(id=self.iterator_name(loop), ctx=ast.Store())], value=call)
+        for node in (assign, assign.targets[0], call, call.func, call.args[0], thunk):
+            ast.copy_location(node, loop.iter)
+        return [assign]
 
     def iterator_name(self, loop: ast.stmt) -> str:
         return iterator_global(iterator_key(self.frame_index, loop._dart_path))
@@ -130,8 +159,9 @@ class _Builder:
             return inner
         return [ast.copy_location(ast.Try(body=inner, handlers=[], orelse=[], finalbody=copy.deepcopy(node.finalbody)), node)]
 
-    def restored_loop(self, loop: ast.stmt, top: bool = False) -> list:
-        """The loop, going on from where it was: a ``for`` runs over its saved iterator."""
+    def restored_loop(self, loop: ast.stmt, top: bool = False, prepared: bool = False) -> list:
+        """The loop, going on from where it was: a ``for`` runs over its saved
+        iterator (re-created first for a SavedLoop, unless ``prepared``)."""
         if not isinstance(loop, ast.For | ast.While):
             raise ResumeError(f"the saved position names line {loop.lineno}, which is not a loop")
         new = copy.deepcopy(loop)
@@ -140,7 +170,7 @@ class _Builder:
             new.iter = name
         if top:
             new._dart_resumed = True  # not a fresh entry of the statement
-        return [new]
+        return ([] if prepared else self.recreate(loop)) + [new]
 
     def peel(self, loop: ast.stmt, rest_of_iteration: list) -> list:
         flag = f"__dart_broke_{next(self.counter)}__"
@@ -173,8 +203,8 @@ class _Builder:
             loop.target.id if isinstance(loop, ast.For) and isinstance(loop.target, ast.Name) else None,
         )
         guard = at(ast.If(test=ast.UnaryOp(op=ast.Not(), operand=ast.Name(id=flag, ctx=ast.Load())), body=[], orelse=[]))
-        guard.body = self.restored_loop(loop)
-        return [assign(True), once, guard]
+        guard.body = self.restored_loop(loop, prepared=True)
+        return self.recreate(loop) + [assign(True), once, guard]
 
 
 def module_frame(position: dict) -> dict:
@@ -184,13 +214,13 @@ def module_frame(position: dict) -> dict:
     return frames[0] if frames else position
 
 
-def continuation(tree: ast.Module, position: dict) -> ast.Module:
+def continuation(tree: ast.Module, position: dict, recreated: frozenset = frozenset()) -> ast.Module:
     """The module body from ``position`` on (see the module docstring)."""
     frame = module_frame(position)
     kind = frame["kind"]
     if kind not in ("before", "loop"):
         raise ResumeError(f"a commit at a position of kind {kind!r} cannot be resumed")
-    body = _Builder(kind).block(tree.body, _path(frame))
+    body = _Builder(kind, 0, recreated).block(tree.body, _path(frame))
     module = ast.Module(body=body, type_ignores=[])
     ast.fix_missing_locations(module)
     return module
@@ -218,7 +248,12 @@ LOCALS_NAME = "__dart_locals__"  # global: __dart_locals__(i) returns function i
 
 
 def function_variant(
-    tree: ast.Module, frame: dict, index: int, local_names: list[str], freevars: tuple[str, ...]
+    tree: ast.Module,
+    frame: dict,
+    index: int,
+    local_names: list[str],
+    freevars: tuple[str, ...],
+    recreated: frozenset = frozenset(),
 ) -> tuple[ast.Module, ast.FunctionDef]:
     """A copy of the module in which the function of frame ``index`` is its
     continuation: it first puts the function's own code back (so later calls
@@ -246,7 +281,7 @@ def function_variant(
     if local_names:
         targets = ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Store()) for n in local_names], ctx=ast.Store())
         prelude.append(at(ast.Assign(targets=[targets], value=call(LOCALS_NAME))))
-    rest = _Builder(frame["kind"], index).block(node.body, _path(frame)[len(def_path) :])
+    rest = _Builder(frame["kind"], index, recreated).block(node.body, _path(frame)[len(def_path) :])
     keep = []
     if freevars:  # never runs; keeps the closure's variables free in the new code
         refs = ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Load()) for n in freevars], ctx=ast.Load())

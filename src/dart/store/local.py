@@ -8,7 +8,7 @@ Layout under the root (``.dart/`` by default)::
     refs/runs/<run_id>       newest durable commit id of a run
     runs/<run_id>.json       run metadata
     tmp/                     temporary files, renamed into place (same filesystem)
-    locks/<name>.lock        flock files
+    locks/<name>.lock        lock files (lockf for runs, flock for refs and runs/)
 
 Every write goes to a temporary file in ``tmp/`` that is fsync'd, renamed into place
 with ``os.replace`` and followed by an fsync of the destination directory. A commit
@@ -93,8 +93,15 @@ def _byte_view(data: Any) -> memoryview:
     return view
 
 
+# POSIX locks do not exclude the process that holds them: track our own.
+_HELD: set[str] = set()
+
+
 class RunLock:
-    """An exclusive flock on ``locks/<run_id>.lock``, held until `release()` or process death."""
+    """An exclusive POSIX lock (lockf) on ``locks/<run_id>.lock``, held until
+    `release()` or process death. Not flock: processes the program forks (a
+    DataLoader's workers) would inherit a flock and keep the run locked after
+    the program itself was killed; POSIX locks belong to one process."""
 
     def __init__(self, path: Path, run_id: str, fd: int) -> None:
         self.path = path
@@ -108,8 +115,9 @@ class RunLock:
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
+            _HELD.discard(str(self.path))
             try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                fcntl.lockf(fd, fcntl.LOCK_UN)
             finally:
                 os.close(fd)
 
@@ -532,8 +540,10 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot open lock file {path}: {exc.strerror or exc}; fix its permissions") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            if str(path) in _HELD:
+                raise BlockingIOError
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):
             try:
                 pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             finally:
@@ -546,6 +556,7 @@ class Store:
             raise StoreError(f"cannot lock {path}: {exc.strerror or exc}") from exc
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD.add(str(path))
         return RunLock(path, run_id, fd)
 
     # ------------------------------------------------------------------ history

@@ -1,0 +1,66 @@
+"""Monitor-overhead workload (b): a small torch CPU training loop at module level.
+
+An MLP trained with Adam on a synthetic regression set, with the epoch loop
+and the batch loop in module code (where dart's safe points are).  The state
+is small (~0.2 M parameters plus Adam moments, a ~1 MiB dataset), so a commit
+is cheap and the measured cost is the monitor's and the flusher's.
+
+Usage: ``python torch_train.py [SCALE]`` (or ``DART_BENCH_SCALE``); SCALE 1.0
+trains for about 5 s on the reference machine (CPython 3.12, 2 cores).  The
+last lines printed are ``WORKLOAD_SECONDS`` (wall, perf_counter) and
+``WORKLOAD_CPU_SECONDS`` (process CPU time of all threads) around the
+training loop; the torch import is outside that window.
+"""
+
+import os
+import sys
+import time
+
+import torch
+from torch import nn
+
+SCALE = float(sys.argv[1]) if len(sys.argv) > 1 else float(os.environ.get("DART_BENCH_SCALE", "1.0"))
+EPOCHS = max(1, int(56 * SCALE))
+BATCH = 64
+THREADS = os.environ.get("DART_BENCH_TORCH_THREADS")
+if THREADS:
+    torch.set_num_threads(int(THREADS))
+
+torch.manual_seed(0)
+inputs = torch.randn(4096, 64)
+true_w = torch.randn(64, 1)
+targets = torch.tanh(inputs @ true_w) + 0.05 * torch.randn(4096, 1)
+
+model = nn.Sequential(
+    nn.Linear(64, 256),
+    nn.ReLU(),
+    nn.Linear(256, 256),
+    nn.ReLU(),
+    nn.Linear(256, 1),
+)
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+loss_fn = nn.MSELoss()
+
+wall0 = time.perf_counter()
+cpu0 = time.process_time()
+
+losses = []
+for epoch in range(EPOCHS):
+    order = torch.randperm(inputs.shape[0])
+    running = 0.0
+    for start in range(0, inputs.shape[0], BATCH):
+        index = order[start : start + BATCH]
+        x = inputs[index]
+        y = targets[index]
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        running += loss.item()
+    losses.append(running / (inputs.shape[0] // BATCH))
+
+wall = time.perf_counter() - wall0
+cpu = time.process_time() - cpu0
+print("epochs", EPOCHS, "final loss", f"{losses[-1]:.6f}", "threads", torch.get_num_threads())
+print(f"WORKLOAD_CPU_SECONDS {cpu:.6f}")
+print(f"WORKLOAD_SECONDS {wall:.6f}")

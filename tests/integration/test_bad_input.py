@@ -1,0 +1,204 @@
+"""Bad input: a clear `dart: error:` message, a non-zero exit, no traceback from
+dart's internals and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import (
+    PYTHON,
+    assert_no_internal_traceback,
+    dart_cmd,
+    plain_cmd,
+    run,
+    run_and_kill,
+    script,
+    child_env,
+)
+
+
+def assert_dart_error(res, *mentions: str) -> None:
+    assert res.returncode != 0, res.describe()
+    assert res.returncode == 2, res.describe()
+    assert "dart: error:" in res.stderr, res.describe()
+    for text in mentions:
+        assert text in res.stderr, f"{text!r} not named in the message\n{res.describe()}"
+    assert_no_internal_traceback(res.stderr)
+
+
+def test_script_not_found(tmp_path):
+    store = tmp_path / "store"
+    res = run(dart_cmd("no_such_script.py", store=store), tmp_path)
+    assert_dart_error(res, "no_such_script.py")
+    assert res.stdout == ""
+    assert not store.exists()
+
+
+def test_syntax_error(tmp_path):
+    bad = tmp_path / "broken.py"
+    bad.write_text("x = 1\nprint('ran')\nfor i in range(3)\n    print(i)\n")
+    store = tmp_path / "store"
+    res = run(dart_cmd(bad, store=store), tmp_path)
+    assert_dart_error(res, "broken.py", "line 3")
+    assert res.stdout == ""
+    assert not store.exists()
+
+
+def test_syntax_error_with_enable(tmp_path):
+    """With dart.enable() python itself reports the error, as it always does."""
+    bad = tmp_path / "broken_enabled.py"
+    bad.write_text("import dart; dart.enable()\nfor i in range(3)\n    print(i)\n")
+    res = run([PYTHON, str(bad)], tmp_path, env=child_env(DART_STORE=str(tmp_path / "store")))
+    assert res.returncode != 0
+    assert "broken_enabled.py" in res.stderr and "line 2" in res.stderr
+    assert not (tmp_path / "store").exists()
+
+
+def test_store_path_is_a_file(tmp_path):
+    store = tmp_path / "store"
+    store.write_text("not a store\n")
+    res = run(dart_cmd(script("counter_while.py"), store=store), tmp_path)
+    assert_dart_error(res, str(store))
+    assert res.stdout == "", "the script must not run without a store"
+    assert store.read_text() == "not a store\n"
+
+
+def test_store_path_not_empty_foreign_directory(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "my-data.txt").write_text("keep me\n")
+    res = run(dart_cmd(script("counter_while.py"), store=store), tmp_path)
+    assert_dart_error(res, str(store))
+    assert res.stdout == ""
+    assert sorted(p.name for p in store.iterdir()) == ["my-data.txt"]
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can write anywhere")
+def test_store_not_writable(tmp_path):
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    parent.chmod(0o555)
+    try:
+        res = run(dart_cmd(script("counter_while.py"), store=parent / "store"), tmp_path)
+        assert_dart_error(res, str(parent / "store"))
+        assert res.stdout == ""
+    finally:
+        parent.chmod(0o755)
+
+
+def test_store_under_a_regular_file(tmp_path):
+    """A store path whose parent is a file cannot be created (works as root too)."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    res = run(dart_cmd(script("counter_while.py"), store=blocker / "store"), tmp_path)
+    assert_dart_error(res, str(blocker / "store"))
+    assert res.stdout == ""
+
+
+def test_log_without_store(tmp_path):
+    res = run([PYTHON, "-m", "dart", "log", "--store", str(tmp_path / "nothing")], tmp_path)
+    assert_dart_error(res, str(tmp_path / "nothing"))
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_bad_every(tmp_path):
+    res = run(dart_cmd(script("counter_while.py"), store=tmp_path / "store", every="soon"), tmp_path)
+    assert_dart_error(res, "soon")
+    assert res.stdout == ""
+
+
+# ---------------------------------------------------------------------------- corrupted store
+
+
+def killed_run(tmp_path):
+    """A store with an unfinished run of counter_while.py; returns (cmd, store, newest record path)."""
+    store = tmp_path / "store"
+    cmd = dart_cmd(script("counter_while.py"), store=store, every="0")
+    run_and_kill(cmd, tmp_path, after_lines=8)
+    refs = list((store / "refs" / "runs").iterdir())
+    assert len(refs) == 1
+    head = refs[0].read_text().strip()
+    record = store / "commits" / f"{head}.json"
+    assert record.is_file(), sorted(p.name for p in (store / "commits").iterdir())
+    return cmd, store, record
+
+
+def test_garbage_in_commit_record(tmp_path):
+    cmd, store, record = killed_run(tmp_path)
+    record.write_bytes(b"\x00garbage{{{" + record.read_bytes()[:40])
+    resumed = run(cmd, tmp_path)
+    assert_dart_error(resumed, record.name)
+    assert resumed.stdout == "", "nothing may run from a corrupted store"
+    log = run([PYTHON, "-m", "dart", "log", "--store", str(store)], tmp_path)
+    assert_dart_error(log, record.name)
+    log_json = run([PYTHON, "-m", "dart", "log", "--store", str(store), "--json"], tmp_path)
+    assert_dart_error(log_json, record.name)
+
+
+def test_flipped_byte_in_object(tmp_path):
+    cmd, store, record = killed_run(tmp_path)
+    state = json.loads(record.read_text())["state"]
+    oid = state["pickle"]
+    path = store / "objects" / oid[:2] / oid[2:]
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x41
+    path.write_bytes(bytes(data))
+    resumed = run(cmd, tmp_path)
+    assert_dart_error(resumed, oid[2:])
+    assert "--fresh" in resumed.stderr
+    assert resumed.stdout == ""
+    # --fresh gets the user going again.
+    fresh = run(dart_cmd(script("counter_while.py"), store=store, every="0", fresh=True), tmp_path)
+    assert fresh.returncode == 0, fresh.describe()
+    assert fresh.lines == run(plain_cmd(script("counter_while.py")), tmp_path).lines
+
+
+def test_corrupted_store_json(tmp_path):
+    cmd, store, _ = killed_run(tmp_path)
+    (store / "store.json").write_text("{nope")
+    res = run(cmd, tmp_path)
+    assert_dart_error(res, "store.json")
+    assert res.stdout == ""
+
+
+# ---------------------------------------------------------------------------- globals that cannot be saved
+
+
+def test_unpicklable_global_warns_once_and_run_goes_on(tmp_path):
+    target = script("unpicklable_global.py")
+    reference = run(plain_cmd(target), tmp_path)
+    res = run(dart_cmd(target, store=tmp_path / "store", every="0"), tmp_path)
+    assert res.returncode == 0, res.describe()
+    assert res.stdout == reference.stdout
+    warnings = [line for line in res.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, res.describe()
+    assert "'handle'" in warnings[0] and "lock" in warnings[0], res.describe()
+    assert_no_internal_traceback(res.stderr)
+
+
+@pytest.mark.slow
+def test_unpicklable_global_not_needed_by_resume(tmp_path):
+    target = script("unpicklable_global.py")
+    reference = run(plain_cmd(target), tmp_path).lines
+    cmd = dart_cmd(target, store=tmp_path / "store", every="0")
+    killed = run_and_kill(cmd, tmp_path, after_lines=8)
+    resumed = run(cmd, tmp_path)
+    assert resumed.returncode == 0, resumed.describe()
+    assert "resuming" in resumed.stderr
+    k = killed.lines
+    assert any(k[:m] + resumed.lines == reference for m in range(len(k) + 1)), resumed.describe()
+
+
+@pytest.mark.slow
+def test_unpicklable_global_needed_by_resume(tmp_path):
+    """The same script, but its last line uses the lock after the loop."""
+    target = tmp_path / "unpicklable_global_used.py"
+    target.write_text(script("unpicklable_global.py").read_text() + 'print("still unlocked:", not handle.locked())\n')
+    cmd = dart_cmd(target, store=tmp_path / "store", every="0")
+    run_and_kill(cmd, tmp_path, after_lines=8)
+    resumed = run(cmd, tmp_path)
+    assert_dart_error(resumed, "'handle'", "--fresh")
+    assert resumed.stdout == ""
