@@ -3,9 +3,11 @@
 One tool id for all of dart. LINE and JUMP events are switched on per code
 object (the main script's module code), never globally. The callbacks are C
 (``dart._monitor``); between commits they return DISABLE, so each location
-costs one C call per commit interval. When a commit falls due, a timer thread
-marks it due and calls ``sys.monitoring.restart_events()`` (once per interval);
-the next safe point the program reaches then calls :meth:`Monitor._reached`.
+costs one C call per commit interval. Between commits the events are switched off
+altogether (instrumented code runs slower even with every location disabled).
+When a commit falls due, a timer thread marks it due and switches the events of
+the watched code objects back on; the next safe point the program reaches then
+commits through the handler the session gave.
 """
 
 from __future__ import annotations
@@ -64,6 +66,12 @@ class Monitor:
         self.tracked: set[tuple] = set()  # (def path, loop path)
         self._entry_of: dict[tuple, int] = {}  # (code, FOR_ITER offset) -> entry offset
         self._pending: dict[tuple, dict] = {}  # (id(frame), entry offset) -> hidden state
+        # Events per code object while a commit is due, and between commits
+        # (none, except what tracked loops need): instrumented code runs a few
+        # percent slower even when every location has returned DISABLE.
+        self._due_events: dict[CodeType, int] = {}
+        self._idle_events: dict[CodeType, int] = {}
+        self._armed = False
         self._timer: threading.Thread | None = None
         self._wake = threading.Condition()
         self._due_at: float | None = None
@@ -75,7 +83,7 @@ class Monitor:
         methods defined in it (generators and coroutines cannot be continued)."""
         sites = analyze(code, tree)
         self.watched[code] = sites
-        mon.set_local_events(self.tool, code, E.LINE | E.JUMP)
+        self._set_events(code, due=E.LINE | E.JUMP)
         # co_firstlineno is the line of the first decorator, as is source_span()'s start.
         defs = {(node.name, source_span(node)[0]): node for node in function_nodes(tree)}
         for inner in nested_code(code):
@@ -88,9 +96,24 @@ class Monitor:
         sites = analyze(code, node)
         self.watched[code] = sites
         if sites.back_edges:
-            mon.set_local_events(self.tool, code, E.JUMP)
+            self._set_events(code, due=E.JUMP)
         self._track_in(code, sites)
         return sites
+
+    def _set_events(self, code: CodeType, due: int = 0, idle: int = 0) -> None:
+        """Add events to what ``code`` gets while a commit is due / between commits."""
+        self._due_events[code] = self._due_events.get(code, 0) | due | idle
+        self._idle_events[code] = self._idle_events.get(code, 0) | idle
+        events = self._due_events[code] if self._armed else self._idle_events[code]
+        mon.set_local_events(self.tool, code, events)
+
+    def _arm(self, armed: bool) -> None:
+        """Switch every watched code to its due (or idle) events. Setting a
+        code's events anew also re-enables the locations that returned DISABLE."""
+        self._armed = armed
+        table = self._due_events if armed else self._idle_events
+        for code, events in list(table.items()):
+            mon.set_local_events(self.tool, code, events)
 
     # -- loops over iterators that cannot be saved ------------------------------------
     def track(self, sites: CodeSites, loop: LoopSite) -> None:
@@ -110,8 +133,7 @@ class Monitor:
                     continue
                 _native.track_loop(code, loop.entry, loop.for_iter, loop.iterator.stack_slot)
                 self._entry_of[(code, loop.for_iter)] = loop.entry
-                events = mon.get_local_events(self.tool, code)
-                mon.set_local_events(self.tool, code, events | E.LINE | E.JUMP | E.BRANCH)
+                self._set_events(code, due=E.LINE | E.JUMP, idle=E.LINE | E.BRANCH)
 
     def _on_loop_entry(self, frame: FrameType, offset: int) -> None:
         from ..capture.hidden import capture_hidden
@@ -135,11 +157,13 @@ class Monitor:
         with self._wake:
             self._due_at = None
             _native.set_due(True)
+            self._arm(True)
 
     def due_at(self, when: float | None) -> None:
         """Make the next commit due at monotonic time ``when`` (None: never)."""
         _native.set_due(False)
         with self._wake:
+            self._arm(False)
             self._due_at = when
             self._wake.notify()
         if when is not None and self._timer is None:
@@ -158,8 +182,7 @@ class Monitor:
                     continue
                 self._due_at = None
                 _native.set_due(True)
-                # Locations disabled since the last commit fire again (all tools).
-                mon.restart_events()
+                self._arm(True)
 
     # -- callbacks (only called while a commit is due) -----------------------
     def _on_line(self, frame: FrameType, line: int):
