@@ -45,21 +45,29 @@ __all__ = [
 ]
 
 
-def enable(store: str | None = None, every: float | str | None = None, fresh: bool = False) -> None:
+def enable(
+    store: str | None = None,
+    every: float | str | None = None,
+    fresh: bool = False,
+    user_code: list[str] | None = None,
+) -> None:
     """Commit this script's state at safe points from here on, and resume it.
 
     Call it at the top level of the main script, first thing after ``import
     dart``. ``store`` (default ``DART_STORE`` or ``.dart``) is the directory of
     commits; ``every`` is the commit interval in seconds (``0``: every safe
     point; ``"never"``: only ``dart.commit()``; default ``DART_EVERY`` or 30).
-    If an earlier run of the same command did not finish, the script continues
-    from its newest commit instead of running from here.
+    ``user_code`` names installed packages whose functions may hold commits
+    too (modules in the script's folder always may). If an earlier run of the
+    same command did not finish, the script continues from its newest commit
+    instead of running from here.
     """
     from . import runner
 
     if runner.active_session() is not None:
         return  # already running under dart (or re-run while resuming)
-    runner.enable_in_main(sys._getframe(1), _resolve(store=store, every=every, fresh=fresh))
+    options = _resolve(store=store, every=every, fresh=fresh, user_code=user_code)
+    runner.enable_in_main(sys._getframe(1), options)
 
 
 def commit(message: str | None = None) -> CommitHandle:

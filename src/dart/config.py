@@ -25,6 +25,8 @@ class Options:
     every: float | None  # None: only explicit dart.commit()
     every_is_default: bool = False
     fresh: bool = False
+    local_modules: bool = True  # modules in the script's folder are user code
+    user_code: tuple[str, ...] = ()  # packages treated as user code wherever they live
 
 
 def parse_every(value, source: str) -> float | None:
@@ -56,7 +58,27 @@ def _pyproject(cwd: Path) -> dict:
     return data.get("tool", {}).get("dart", {})
 
 
-def resolve(store=None, every=None, fresh: bool = False, cwd: Path | None = None) -> Options:
+def _packages(value, source: str) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(f"{source}: {name!r} is not a package name (e.g. mylib or mylib.training)")
+    return names
+
+
+def _flag(value, source: str) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{source}: {value!r} is not a yes/no value (use 1 or 0)")
+
+
+def resolve(
+    store=None, every=None, fresh: bool = False, cwd: Path | None = None, user_code=None, local_modules=None
+) -> Options:
     cwd = Path.cwd() if cwd is None else cwd
     table = _pyproject(cwd)
     if store is None:
@@ -73,4 +95,22 @@ def resolve(store=None, every=None, fresh: bool = False, cwd: Path | None = None
     store_path = Path(store).expanduser()
     if not store_path.is_absolute():
         store_path = cwd / store_path
-    return Options(store=store_path, every=seconds, every_is_default=is_default, fresh=fresh)
+    if user_code:
+        packages = _packages(user_code, "--user-code")
+    elif os.environ.get("DART_USER_CODE"):
+        packages = _packages(os.environ["DART_USER_CODE"], "DART_USER_CODE")
+    else:
+        packages = _packages(table.get("user_code", ()), "[tool.dart] user_code")
+    if local_modules is None:
+        if os.environ.get("DART_LOCAL_MODULES"):
+            local_modules = _flag(os.environ["DART_LOCAL_MODULES"], "DART_LOCAL_MODULES")
+        else:
+            local_modules = _flag(table.get("local_modules", True), "[tool.dart] local_modules")
+    return Options(
+        store=store_path,
+        every=seconds,
+        every_is_default=is_default,
+        fresh=fresh,
+        local_modules=local_modules,
+        user_code=packages,
+    )

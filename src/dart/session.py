@@ -10,6 +10,7 @@ both drive a Session; they differ only in who executes the module code.
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from .config import DEFAULT_BUDGET, Options
 from .errors import CaptureError, DartWarning, ResumeError, StoreError
 from .flush import CommitHandle, Flusher, StagedCommit
 from .monitor import Monitor
+from .monitor.usercode import UserCode, module_tree
 from .capture.path import FrameSpot, NotContinuable, call_path, call_statement
 from .monitor.sites import (
     CodeSites,
@@ -40,6 +42,7 @@ from .monitor.sites import (
     position_after,
 )
 from .resume import continuation as cont
+from .resume.anchors import anchors_of, relocate
 from .store import Store
 
 log = logging.getLogger("dart")
@@ -206,10 +209,12 @@ class Session:
         self.source_hash = xxhash.xxh3_64_hexdigest(source.encode())
         self.capturer = Capturer(module)
         self.flusher = Flusher(self.store, plan.run_id, plan.parent)
-        self.monitor = Monitor(self._on_safe_point)
+        user_code = UserCode(script.parent, options.local_modules, options.user_code)
+        self.monitor = Monitor(self._on_safe_point, user_code)
         self._warned_loops: set[tuple] = set()
         self._closed = False
         self._recreated: frozenset = frozenset()  # SavedLoop keys of the commit resumed from
+        self._anchors: dict[tuple, list[str]] = {}
         self.commits = 0
 
     # -- starting ---------------------------------------------------------------
@@ -220,9 +225,11 @@ class Session:
         position = commit["position"]
         filename = str(self.script)
         namespace = self.module.__dict__
-        for def_path, loop_path in commit.get("tracked", []):
+        renamed = self._relocate(position)
+        commit["recreated"] = [renamed.get(k, k) for k in commit.get("recreated", [])]
+        for module, def_path, loop_path in commit.get("tracked", []):
             key = tuple(map(tuple, def_path)) if def_path else None
-            self.monitor.tracked.add((key, tuple(map(tuple, loop_path))))
+            self.monitor.tracked.add((module, key, tuple(map(tuple, loop_path))))
         recreated = frozenset(commit.get("recreated", []))
         self._recreated = recreated
         if commit.get("source", {}).get("hash") != self.source_hash:
@@ -265,6 +272,7 @@ class Session:
             ) from None
         namespace.update(roots["globals"])
         saved_loops = {}
+        roots["iterators"] = {renamed.get(k, k): v for k, v in roots["iterators"].items()}
         for key, iterator in roots["iterators"].items():
             if isinstance(iterator, cont.SavedLoop):
                 saved_loops[key] = iterator
@@ -272,7 +280,8 @@ class Session:
                 namespace[cont.iterator_global(key)] = iterator
         namespace[cont.ONE_NAME] = (None,)
         namespace[cont.RECREATE_NAME] = _recreator(saved_loops)
-        self.monitor.watch(prologue_code, prologue)  # the functions it defined
+        self.monitor.watch(prologue_code, prologue, self.tree)  # the functions it defined
+        self.monitor.watch_new_modules()  # and the user modules it imported
         self._arm_function_frames(commit, roots.get("frames", []))
         restore_hidden(roots["hidden"])
         for problem in compare_environment(commit.get("env", {})):
@@ -280,26 +289,79 @@ class Session:
         log.warning("dart: resuming run %s from commit %s at %s", self.plan.run_id, commit["id"][:12], describe(position))
         return compile(body, filename, "exec"), body
 
+    def _relocate(self, position: dict) -> dict[str, str]:
+        """Find each frame's saved path again in the current source (which may
+        have been edited since the commit) and rewrite the position with the
+        paths found. Returns old -> new iterator keys."""
+        frames = position.get("frames") or []
+        renamed: dict[str, str] = {}
+        for index, frame in enumerate(frames):
+            module = frame.get("module", "__main__")
+            what = self.display_name if index == 0 else f"{frame['qualname']}()"
+            try:
+                root = self._module_source(module, frame["qualname"])[1]
+                old = tuple(map(tuple, frame["path"]))
+                new = relocate(root, old, frame.get("anchors"), what)
+            except ResumeError as exc:
+                raise ResumeError(
+                    f"cannot resume from commit {self.plan.resume_from['id'][:12]}: {exc}. dart finds the "
+                    "functions and loops of the saved position by name and by what they loop over; "
+                    "run again with --fresh to start over with the edited script."
+                ) from None
+            if new == old:
+                continue
+            frame["path"] = [list(p) for p in new]
+            if frame.get("def"):
+                frame["def"] = [list(p) for p in new[: len(frame["def"])]]
+            for loop in frame.get("loops", ()):
+                old_loop = tuple(map(tuple, loop["path"]))
+                new_loop = new[: len(old_loop)]
+                loop["path"] = [list(p) for p in new_loop]
+                renamed[cont.iterator_key(index, old_loop)] = cont.iterator_key(index, new_loop)
+        if frames:
+            innermost = frames[-1]
+            position.update(path=innermost["path"], loops=[l for f in frames for l in f.get("loops", ())])
+        return renamed
+
     def _arm_function_frames(self, commit: dict, frame_locals: list[dict]) -> None:
         """Make the next call of each function on the saved path run its
-        continuation (see ``cont.function_variant``)."""
+        continuation (see ``cont.function_variant``), in whichever user module
+        the function lives."""
         frames = commit["position"].get("frames") or []
-        namespace = self.module.__dict__
         originals: dict[int, tuple] = {}
+
+        def enter(index: int) -> None:
+            function, code = originals.pop(index)
+            function.__code__ = code
+
+        def saved_locals(index: int) -> tuple:
+            return tuple(frame_locals[index - 1].values())
+
+        main = self.module.__dict__
+        helpers = {
+            cont.ENTER_NAME: enter,
+            cont.LOCALS_NAME: saved_locals,
+            cont.ONE_NAME: (None,),
+            cont.RECREATE_NAME: main[cont.RECREATE_NAME],
+        }
+        helpers.update({k: v for k, v in main.items() if k.startswith("__dart_iter_")})
+        main.update(helpers)
         for index, frame in enumerate(frames[1:], start=1):
+            name = frame.get("module", "__main__")
+            namespace, tree, filename = self._module_source(name, frame["qualname"])
+            namespace.update(helpers)
             function = _resolve_function(namespace, frame["qualname"])
-            local_names = list(frame_locals[index - 1])
             freevars = function.__code__.co_freevars
             try:
                 module, node = cont.function_variant(
-                    self.tree, frame, index, local_names, freevars, self._recreated
+                    tree, frame, index, list(frame_locals[index - 1]), freevars, self._recreated
                 )
             except ResumeError as exc:
                 raise ResumeError(
                     f"cannot resume inside {frame['qualname']}() (commit {commit['id'][:12]}): {exc}. "
                     "Run again with --fresh to start over."
                 ) from None
-            compiled = compile(module, str(self.script), "exec")
+            compiled = compile(module, filename, "exec")
             variant = next(
                 c for c in nested_code(compiled) if c.co_name == node.name and c.co_firstlineno == node.lineno
             )
@@ -309,21 +371,32 @@ class Session:
                 )
             originals[index] = (function, function.__code__)
             function.__code__ = variant
-            self.monitor.watch_function(variant, node)
+            self.monitor.watch_function(variant, node, name, tree)
 
-        def enter(index: int) -> None:
-            function, code = originals.pop(index)
-            function.__code__ = code
-
-        def saved_locals(index: int) -> tuple:
-            return tuple(frame_locals[index - 1].values())
-
-        namespace[cont.ENTER_NAME] = enter
-        namespace[cont.LOCALS_NAME] = saved_locals
+    def _module_source(self, name: str, qualname: str) -> tuple[dict, ast.Module, str]:
+        """(globals, annotated AST, file name) of the user module ``name``."""
+        if name == "__main__":
+            return self.module.__dict__, self.tree, str(self.script)
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = importlib.import_module(name)
+            except ImportError as exc:
+                raise ResumeError(
+                    f"cannot resume inside {qualname}(): its module {name} cannot be imported ({exc}). "
+                    "Run again with --fresh to start over."
+                ) from None
+        tree = module_tree(module)
+        if tree is None:
+            raise ResumeError(
+                f"cannot resume inside {qualname}(): the source of module {name} cannot be read. "
+                "Run again with --fresh to start over."
+            )
+        return module.__dict__, tree, module.__file__
 
     def start(self, code: types.CodeType, tree: ast.Module) -> None:
         """Watch ``code`` (compiled from ``tree``) and arm the first commit."""
-        self.monitor.watch(code, tree)
+        self.monitor.watch(code, tree, self.tree)
         every = self.options.every
         if every == 0:
             self.monitor.due_now()
@@ -332,6 +405,7 @@ class Session:
 
     # -- committing -----------------------------------------------------------------
     def _on_safe_point(self, frame, sites: CodeSites, kind: str, path, line: int, site: LoopSite | None) -> None:
+        self.monitor.watch_new_modules()  # callers in user modules imported since the last look
         loops = (*site.enclosing, site) if site is not None else ()
         spot = FrameSpot(frame, sites, kind, path, line, loops)
         try:
@@ -388,7 +462,15 @@ class Session:
                 if loop.target is not None:
                     info["target"] = _short_value(loop.target, frame)
             loop_info.append(info)
+        anchors = None
+        if spot.sites is not None and spot.path:
+            cache_key = (id(spot.sites.root), spot.path)
+            anchors = self._anchors.get(cache_key)
+            if anchors is None:
+                anchors = self._anchors[cache_key] = anchors_of(spot.sites.root, spot.path)
         state = {
+            "module": spot.sites.module if spot.sites is not None else "__main__",
+            "anchors": anchors,
             "qualname": spot.qualname,
             "def": [list(p) for p in spot.def_path] if spot.def_path is not None else None,
             "kind": spot.kind,
@@ -424,8 +506,9 @@ class Session:
             )
             return None
         innermost = frames[-1]
+        last = spots[-1].frame
         position = {
-            "file": self.display_name,
+            "file": os.path.basename(last.f_code.co_filename) if last is not None else self.display_name,
             "line": innermost["line"],
             "kind": innermost["kind"],
             "path": innermost["path"],
@@ -440,7 +523,9 @@ class Session:
             "resumable": resumable and innermost["kind"] in ("before", "loop"),
             "skipped": info["skipped"],
             "recreated": sorted(k for k, v in iterators.items() if isinstance(v, cont.SavedLoop)),
-            "tracked": sorted([list(map(list, d)) if d else None, list(map(list, p))] for d, p in self.monitor.tracked),
+            "tracked": sorted(
+                [m, list(map(list, d)) if d else None, list(map(list, p))] for m, d, p in self.monitor.tracked
+            ),
             "env": environment(),
             "source": {"file": str(self.script), "hash": self.source_hash},
         }
@@ -468,13 +553,13 @@ class Session:
         spots = None
         if sites is not None:
             stmt = innermost_statement(sites.tree, frame.f_code, frame.f_lasti)
-            after = position_after(self.tree, stmt._dart_path) if isinstance(stmt, ast.Expr) else None
+            after = position_after(sites.root, stmt._dart_path) if isinstance(stmt, ast.Expr) else None
             if after is not None and after[0] in ("before", "loop") and call_statement(stmt) is not None:
                 kind, path = after
                 around = sites.statement_loops.get(stmt._dart_path, ())
                 depth = len(path) if kind == "loop" else len(path) - 1
                 loops = tuple(l for l in around if len(l.path) <= depth and path[: len(l.path)] == l.path)
-                line = node_at(self.tree, path).lineno if path else frame.f_lineno
+                line = node_at(sites.root, path).lineno if path else frame.f_lineno
                 try:
                     spots = call_path(frame, FrameSpot(frame, sites, kind, path, line, loops), self.monitor.watched)
                 except NotContinuable:

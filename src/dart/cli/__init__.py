@@ -33,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         "stretched so commits cost under 2%% of the run time)",
     )
     run.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    run.add_argument(
+        "--user-code",
+        metavar="PACKAGE",
+        action="append",
+        help="also treat this installed package as user code, so commits can happen inside its "
+        "functions (repeatable; default: $DART_USER_CODE; modules in the script's folder always are, "
+        "unless DART_LOCAL_MODULES=0)",
+    )
     run.add_argument("script", metavar="SCRIPT", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 

@@ -7,5 +7,5 @@ from ..runner import run_script
 
 
 def main(args) -> int:
-    options = resolve(store=args.store, every=args.every, fresh=args.fresh)
+    options = resolve(store=args.store, every=args.every, fresh=args.fresh, user_code=args.user_code)
     return run_script(args.script, args.args, options)

@@ -22,7 +22,8 @@ from typing import Callable
 
 from ..errors import DartError
 from .. import _native
-from .sites import CodeSites, LoopSite, source_span, analyze, function_nodes, nested_code
+from .sites import CodeSites, LoopSite, analyze, function_nodes, nested_code, source_span
+from .usercode import UserCode, module_functions, module_tree
 
 log = logging.getLogger("dart")
 mon = sys.monitoring
@@ -30,6 +31,11 @@ E = mon.events
 DISABLE = mon.DISABLE
 TOOL_NAME = "dart"
 _NOT_CONTINUABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _defs_by_line(tree) -> dict:
+    # co_firstlineno is the line of the first decorator, as is source_span()'s start.
+    return {(node.name, source_span(node)[0]): node for node in function_nodes(tree)}
 
 
 # The ids of CPython's well-known tools, tried last (dart is none of them).
@@ -52,8 +58,9 @@ def _claim_tool_id() -> int:
 
 
 class Monitor:
-    def __init__(self, on_safe_point: SafePointHandler):
+    def __init__(self, on_safe_point: SafePointHandler, user_code: UserCode | None = None):
         self._on_safe_point = on_safe_point
+        self.user_code = user_code
         self.watched: dict[CodeType, CodeSites] = {}
         self.tool = _claim_tool_id()
         _native.set_due(False)
@@ -78,27 +85,43 @@ class Monitor:
         self._stopped = False
 
     # -- what to watch -------------------------------------------------------
-    def watch(self, code: CodeType, tree) -> CodeSites:
-        """Watch module code compiled from ``tree`` and the plain functions and
-        methods defined in it (generators and coroutines cannot be continued)."""
-        sites = analyze(code, tree)
+    def watch(self, code: CodeType, tree, root=None) -> CodeSites:
+        """Watch the main script's module code compiled from ``tree`` and the
+        plain functions and methods defined in it (generators and coroutines
+        cannot be continued). ``root`` is the script's own AST when ``tree`` is
+        a continuation or prologue built from it."""
+        root = tree if root is None else root
+        sites = analyze(code, tree, "__main__", root)
         self.watched[code] = sites
         self._set_events(code, due=E.LINE | E.JUMP)
-        # co_firstlineno is the line of the first decorator, as is source_span()'s start.
-        defs = {(node.name, source_span(node)[0]): node for node in function_nodes(tree)}
+        defs = _defs_by_line(tree)
         for inner in nested_code(code):
             node = defs.get((inner.co_name, inner.co_firstlineno))
             if node is not None and not inner.co_flags & _NOT_CONTINUABLE:
-                self.watch_function(inner, node)
+                self.watch_function(inner, node, "__main__", root)
         return sites
 
-    def watch_function(self, code: CodeType, node) -> CodeSites:
-        sites = analyze(code, node)
+    def watch_function(self, code: CodeType, node, module: str = "__main__", root=None) -> CodeSites:
+        sites = analyze(code, node, module, root)
         self.watched[code] = sites
         if sites.back_edges:
             self._set_events(code, due=E.JUMP)
         self._track_in(code, sites)
         return sites
+
+    def watch_new_modules(self) -> None:
+        """Watch the functions of user modules imported since the last look."""
+        if self.user_code is None:
+            return
+        for module in self.user_code.new_modules():
+            tree = module_tree(module)
+            if tree is None:
+                continue
+            defs = _defs_by_line(tree)
+            for code in module_functions(module):
+                node = defs.get((code.co_name, code.co_firstlineno))
+                if node is not None and code not in self.watched and not code.co_flags & _NOT_CONTINUABLE:
+                    self.watch_function(code, node, module.__name__, tree)
 
     def _set_events(self, code: CodeType, due: int = 0, idle: int = 0) -> None:
         """Add events to what ``code`` gets while a commit is due / between commits."""
@@ -110,6 +133,8 @@ class Monitor:
     def _arm(self, armed: bool) -> None:
         """Switch every watched code to its due (or idle) events. Setting a
         code's events anew also re-enables the locations that returned DISABLE."""
+        if armed:
+            self.watch_new_modules()
         self._armed = armed
         table = self._due_events if armed else self._idle_events
         for code, events in list(table.items()):
@@ -119,14 +144,14 @@ class Monitor:
     def track(self, sites: CodeSites, loop: LoopSite) -> None:
         """From its next start on, count the items the loop takes and keep the
         hidden state from when it started, in every watched code that has it."""
-        self.tracked.add((sites.def_path, loop.path))
-        for code, other in self.watched.items():
-            if other.def_path == sites.def_path:
+        self.tracked.add((sites.module, sites.def_path, loop.path))
+        for code, other in list(self.watched.items()):
+            if other.def_path == sites.def_path and other.module == sites.module:
                 self._track_in(code, other)
 
     def _track_in(self, code: CodeType, sites: CodeSites) -> None:
         for path, copies in sites.loops.items():
-            if (sites.def_path, path) not in self.tracked:
+            if (sites.module, sites.def_path, path) not in self.tracked:
                 continue
             for loop in copies:
                 if loop.kind != "for" or loop.entry is None or loop.iterator.stack_slot is None:

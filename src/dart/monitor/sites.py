@@ -58,6 +58,8 @@ class CodeSites:
     statement_loops: dict[Path, tuple[LoopSite, ...]] = field(default_factory=dict)
     tree: ast.AST | None = None  # the Module, or the FunctionDef of a function's code
     def_path: Path | None = None  # path of the function's def statement (None: module code)
+    module: str = "__main__"  # the module whose source ``root`` is
+    root: ast.Module | None = None  # that module's whole AST (paths start there)
     depths: dict[int, int] = field(default_factory=dict)  # static stack depth per offset
 
     def depth_at(self, lasti: int) -> int:
@@ -154,14 +156,17 @@ def stack_depths(code: CodeType) -> dict[int, int]:
     return depths
 
 
-def analyze(code: CodeType, tree: ast.AST) -> CodeSites:
+def analyze(code: CodeType, tree: ast.AST, module: str = "__main__", root: ast.Module | None = None) -> CodeSites:
     """Match the loops and top-level statements of ``tree`` to ``code``'s bytecode.
 
     ``tree`` must be the AST ``code`` was compiled from, with ``_dart_path``
     annotations (see :func:`annotate_paths`) on the nodes that come from the
     original program.
     """
-    sites = CodeSites(code, tree=tree, def_path=getattr(tree, "_dart_path", None))
+    sites = CodeSites(
+        code, tree=tree, def_path=getattr(tree, "_dart_path", None), module=module,
+        root=root if root is not None else tree,
+    )
     instructions = list(dis.get_instructions(code))
     positions = list(code.co_positions())
 
