@@ -207,7 +207,9 @@ class Session:
         self.tree = annotate_paths(ast.parse(source, str(script)))
         self.display_name = script.name
         self.source_hash = xxhash.xxh3_64_hexdigest(source.encode())
-        self.capturer = Capturer(module)
+        self.capturer = Capturer(module, self._rebuild_statement)
+        self._frame_defs: dict[str, tuple] = {}  # qualname -> (module AST, def path)
+        self._rebuild_paths: dict[tuple, tuple] = {}  # (qualname or None, name) -> statement path
         self.flusher = Flusher(self.store, plan.run_id, plan.parent)
         user_code = UserCode(script.parent, options.local_modules, options.user_code)
         self.monitor = Monitor(self._on_safe_point, user_code)
@@ -271,6 +273,7 @@ class Session:
                 "Run again with --fresh to start over."
             ) from None
         namespace.update(roots["globals"])
+        self._rebuild_globals(commit, position)
         saved_loops = {}
         roots["iterators"] = {renamed.get(k, k): v for k, v in roots["iterators"].items()}
         for key, iterator in roots["iterators"].items():
@@ -288,6 +291,22 @@ class Session:
             warnings.warn(f"resuming commit {commit['id'][:12]}: {problem}", DartWarning, stacklevel=2)
         log.warning("dart: resuming run %s from commit %s at %s", self.plan.run_id, commit["id"][:12], describe(position))
         return compile(body, filename, "exec"), body
+
+    def _rebuild_globals(self, commit: dict, position: dict) -> None:
+        """Run again the statements that created the globals dart could not save."""
+        stop = cont.module_frame(position)["path"][0][1]
+        for name, path in commit.get("rebuild", {}).get("0", {}).items():
+            path = tuple(map(tuple, path))
+            if path[0][1] >= stop:
+                continue  # the continuation runs it anyway
+            stmt = node_at(self.tree, path)
+            try:
+                exec(compile(ast.Module(body=[stmt], type_ignores=[]), str(self.script), "exec"), self.module.__dict__)
+            except Exception as exc:
+                raise ResumeError(
+                    f"cannot rebuild variable '{name}' by running line {stmt.lineno} of {self.display_name} "
+                    f"again: {type(exc).__name__}: {exc}. Run again with --fresh to start over."
+                ) from exc
 
     def _relocate(self, position: dict) -> dict[str, str]:
         """Find each frame's saved path again in the current source (which may
@@ -353,8 +372,10 @@ class Session:
             function = _resolve_function(namespace, frame["qualname"])
             freevars = function.__code__.co_freevars
             try:
+                rebuild = commit.get("rebuild", {}).get(str(index), {})
                 module, node = cont.function_variant(
-                    tree, frame, index, list(frame_locals[index - 1]), freevars, self._recreated
+                    tree, frame, index, list(frame_locals[index - 1]), freevars, self._recreated,
+                    [tuple(map(tuple, p)) for p in rebuild.values()],
                 )
             except ResumeError as exc:
                 raise ResumeError(
@@ -415,6 +436,26 @@ class Session:
                             f"at {self.display_name}:{line}: {exc}; commits happen further out instead")
             return
         self._commit(spots, message=None)
+
+    def _rebuild_statement(self, frame_key: str | None, name: str, value) -> str | None:
+        """Where ``name`` (a global, or a local of function ``frame_key``) is
+        created by a plain assignment at the top of its body that resume can run
+        again; None if there is none (or the value is a generator, which a new
+        run of the assignment would restart)."""
+        if isinstance(value, types.GeneratorType):
+            return None
+        if frame_key is None:
+            root, base = self.tree, ()
+        else:
+            root, base = self._frame_defs[frame_key]
+        body = node_at(root, base).body if base else root.body
+        for index, stmt in enumerate(body):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+            if isinstance(stmt, (ast.Assign, ast.AnnAssign)) and stmt.value is not None:
+                if len(targets) == 1 and isinstance(targets[0], ast.Name) and targets[0].id == name:
+                    self._rebuild_paths[(frame_key, name)] = base + (("body", index),)
+                    return f"line {stmt.lineno} ({ast.unparse(stmt)[:60]})"
+        return None
 
     def _warn_once(self, key, message: str) -> None:
         if key not in self._warned_loops:
@@ -492,9 +533,9 @@ class Session:
         frame_locals = []
         for spot in spots[1:]:
             hidden = set(spot.frame.f_code.co_freevars)
-            frame_locals.append(
-                {k: v for k, v in spot.frame.f_locals.items() if k not in hidden and not k.startswith("__dart_")}
-            )
+            self._frame_defs[spot.qualname] = (spot.sites.root, spot.def_path)
+            local_vars = {k: v for k, v in spot.frame.f_locals.items() if k not in hidden and not k.startswith("__dart_")}
+            frame_locals.append((spot.qualname, local_vars))
         namespace = self.module.__dict__
         try:
             stream, buffers, info = self.capturer.capture(namespace, iterators, frame_locals)
@@ -522,6 +563,13 @@ class Session:
             "message": message,
             "resumable": resumable and innermost["kind"] in ("before", "loop"),
             "skipped": info["skipped"],
+            "rebuild": {
+                str(index): {
+                    name: [list(p) for p in self._rebuild_paths[(None if index == 0 else spots[index].qualname, name)]]
+                    for name in names
+                }
+                for index, names in info["rebuilt"].items()
+            },
             "recreated": sorted(k for k, v in iterators.items() if isinstance(v, cont.SavedLoop)),
             "tracked": sorted(
                 [m, list(map(list, d)) if d else None, list(map(list, p))] for m, d, p in self.monitor.tracked

@@ -42,43 +42,46 @@ def _reason(exc: BaseException) -> str:
 
 
 class Capturer:
-    """Captures the state of one main module, commit after commit."""
+    """Captures the state of one main module, commit after commit.
 
-    def __init__(self, main_module: types.ModuleType):
+    A variable that does not pickle is left out. If the session can rebuild it
+    on resume (``rebuildable`` returns where: the statement that created it),
+    the commit goes on and records that; otherwise a global is named in one
+    warning, and a local of a frame on the path makes the commit impossible
+    there (UnsavableIterator)."""
+
+    def __init__(self, main_module: types.ModuleType, rebuildable=None):
         self.main = main_module
-        # name -> (id of the value, type name, reason): values known not to pickle
-        self.skipped: dict[str, tuple[int, str, str]] = {}
+        # rebuildable(frame_key, name, value) -> "line N" or None; frame_key None: a global
+        self.rebuildable = rebuildable or (lambda frame_key, name, value: None)
+        # (frame_key, name) -> (id of the value, type name, reason, how rebuilt or None)
+        self.skipped: dict[tuple, tuple[int, str, str, str | None]] = {}
 
-    def is_program_global(self, name: str, value) -> bool:
-        if name in SKIPPED_GLOBALS or name.startswith("__dart_"):
-            return False
-        return True
+    def is_program_global(self, name: str) -> bool:
+        return name not in SKIPPED_GLOBALS and not name.startswith("__dart_")
+
+    def _known_bad(self, frame_key, name: str, value) -> bool:
+        known = self.skipped.get((frame_key, name))
+        return known is not None and known[0] == id(value) and known[1] == _type_name(value)
 
     def capture(
-        self, namespace: dict, iterators: dict[str, object], frame_locals: list[dict] = ()
+        self, namespace: dict, iterators: dict[str, object], frame_locals: list[tuple] = ()
     ) -> tuple[bytes, list[bytes], dict]:
         """Pickle the roots: the module's globals, the loops' iterators and the
-        locals of the function frames on the path. Returns (stream, private
-        copies of the buffers, info) where info["skipped"] maps each left-out
-        global to "type: reason". A global that does not pickle is left out; an
-        iterator or a local that does not pickle makes the commit impossible
-        here (UnsavableIterator)."""
-        program = {}
-        for name, value in namespace.items():
-            if not self.is_program_global(name, value):
-                continue
-            known = self.skipped.get(name)
-            if known is not None and known[0] == id(value) and known[1] == _type_name(value):
-                continue
-            program[name] = value
-        roots = {"globals": program, "iterators": iterators, "frames": list(frame_locals), "hidden": capture_hidden()}
+        locals of the function frames on the path (``frame_locals`` holds one
+        (frame_key, locals) pair per frame). Returns (stream, private copies of
+        the buffers, info); info["skipped"] maps each global left out to
+        "type: reason" and info["rebuilt"] maps frame index (0: globals) to the
+        names resume must rebuild."""
+        program = {n: v for n, v in namespace.items() if self.is_program_global(n) and not self._known_bad(None, n, v)}
+        frames = [
+            {n: v for n, v in local_vars.items() if not self._known_bad(key, n, v)} for key, local_vars in frame_locals
+        ]
+        roots = {"globals": program, "iterators": iterators, "frames": frames, "hidden": capture_hidden()}
         try:
             stream, buffers = pickler.dumps(roots, main_module=self.main)
         except Exception:
-            self._diagnose(program, iterators, frame_locals)
-            for name in list(program):
-                if name in self.skipped:
-                    del program[name]
+            self._diagnose(program, iterators, frame_locals, frames)
             try:
                 stream, buffers = pickler.dumps(roots, main_module=self.main)
             except Exception as exc:
@@ -89,37 +92,72 @@ class Capturer:
         copies = [bytes(buf.raw()) for buf in buffers]
         for buf in buffers:
             buf.release()
-        skipped = {n: f"{t}: {r}" for n, (_, t, r) in self.skipped.items() if n in namespace}
-        return stream, copies, {"skipped": skipped}
+        skipped, rebuilt = {}, {}
+        for index, (key, names) in enumerate([(None, namespace)] + list(frame_locals)):
+            for name in names:
+                known = self.skipped.get((key, name))
+                if known is None or not self._known_bad(key, name, names[name]):
+                    continue
+                if known[3] is not None:
+                    rebuilt.setdefault(index, []).append(name)
+                elif index == 0:
+                    skipped[name] = f"{known[1]}: {known[2]}"
+        return stream, copies, {"skipped": skipped, "rebuilt": rebuilt}
 
-    def _diagnose(self, program: dict, iterators: dict, frame_locals) -> None:
-        """Find which variables do not pickle (slow path, once per new value)."""
-        for name, value in program.items():
-            try:
-                pickler.dumps(value, main_module=self.main)
-            except Exception as exc:
-                type_name = _type_name(value)
-                first_time = name not in self.skipped
-                self.skipped[name] = (id(value), type_name, _reason(exc))
-                if first_time:
-                    warnings.warn(
-                        f"variable '{name}' ({type_name}) is not saved in commits: "
-                        f"{_reason(exc)}. If the program still needs it after a resume, "
-                        "dart will stop and say so.",
-                        DartWarning,
-                        stacklevel=2,
-                    )
+    def _diagnose(self, program: dict, iterators: dict, frame_locals, frames: list[dict]) -> None:
+        """Find which variables do not pickle (slow path, once per new value),
+        and take them out of ``program`` and ``frames``."""
         bad = {}
-        named = [(f"loop iterator {key}", value) for key, value in iterators.items()]
-        for index, local_vars in enumerate(frame_locals, start=1):
-            named += [(f"local variable '{name}'", value) for name, value in local_vars.items()]
-        for label, value in named:
-            try:
-                pickler.dumps(value, main_module=self.main)
-            except Exception as exc:
-                bad[label] = f"{_type_name(value)}: {_reason(exc)}"
+        for key, value in iterators.items():
+            if not _pickles(value, self.main):
+                bad[f"loop iterator {key}"] = f"{_type_name(value)}: {_why(value, self.main)}"
+        scopes = [(None, program)] + [(key, frame) for (key, _), frame in zip(frame_locals, frames)]
+        for frame_key, scope in scopes:
+            for name, value in list(scope.items()):
+                if _pickles(value, self.main):
+                    continue
+                reason, type_name = _why(value, self.main), _type_name(value)
+                how = self.rebuildable(frame_key, name, value)
+                first_time = (frame_key, name) not in self.skipped
+                self.skipped[(frame_key, name)] = (id(value), type_name, reason, how)
+                del scope[name]
+                owner = f"variable '{name}'" if frame_key is None else f"local variable '{name}' of {frame_key}()"
+                if how is not None:
+                    if first_time:
+                        warnings.warn(
+                            f"{owner} ({type_name}) cannot be saved ({reason}); "
+                            f"on resume dart rebuilds it by running {how} again",
+                            DartWarning,
+                            stacklevel=2,
+                        )
+                elif frame_key is None:
+                    if first_time:
+                        warnings.warn(
+                            f"variable '{name}' ({type_name}) is not saved in commits: {reason}. "
+                            "If the program still needs it after a resume, dart will stop and say so.",
+                            DartWarning,
+                            stacklevel=2,
+                        )
+                else:
+                    bad[owner] = f"{type_name}: {reason}"
         if bad:
             raise UnsavableIterator(bad)
+
+
+def _pickles(value, main) -> bool:
+    try:
+        pickler.dumps(value, main_module=main)
+    except Exception:
+        return False
+    return True
+
+
+def _why(value, main) -> str:
+    try:
+        pickler.dumps(value, main_module=main)
+    except Exception as exc:
+        return _reason(exc)
+    return "?"
 
 
 class UnsavableIterator(CaptureError):

@@ -254,12 +254,14 @@ def function_variant(
     local_names: list[str],
     freevars: tuple[str, ...],
     recreated: frozenset = frozenset(),
+    rebuild: list = (),
 ) -> tuple[ast.Module, ast.FunctionDef]:
     """A copy of the module in which the function of frame ``index`` is its
     continuation: it first puts the function's own code back (so later calls
     run normally), restores its locals, then goes on from the saved position.
     It keeps the signature (wrappers call it with the original arguments) and
-    the free variables (so it fits the function's closure)."""
+    the free variables (so it fits the function's closure). ``rebuild`` holds
+    the paths of assignments to run again for locals that could not be saved."""
     from ..monitor.sites import node_at
 
     module = copy.deepcopy(tree)
@@ -281,6 +283,12 @@ def function_variant(
     if local_names:
         targets = ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Store()) for n in local_names], ctx=ast.Store())
         prelude.append(at(ast.Assign(targets=[targets], value=call(LOCALS_NAME))))
+    # Locals that could not be saved: run the assignments that made them again
+    # (those before the position; later ones run in the continuation anyway).
+    here = _path(frame)[len(def_path)][1]
+    for path in rebuild:
+        if path[len(def_path)][1] < here:
+            prelude.append(copy.deepcopy(node_at(module, path)))
     rest = _Builder(frame["kind"], index, recreated).block(node.body, _path(frame)[len(def_path) :])
     keep = []
     if freevars:  # never runs; keeps the closure's variables free in the new code
