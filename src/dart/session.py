@@ -426,7 +426,10 @@ class Session:
 
     # -- committing -----------------------------------------------------------------
     def _on_safe_point(self, frame, sites: CodeSites, kind: str, path, line: int, site: LoopSite | None) -> None:
-        self.monitor.watch_new_modules()  # callers in user modules imported since the last look
+        try:
+            self.monitor.watch_new_modules()  # callers in user modules imported since the last look
+        except Exception:
+            log.exception("dart: could not look for new user modules; continuing without them")
         loops = (*site.enclosing, site) if site is not None else ()
         spot = FrameSpot(frame, sites, kind, path, line, loops)
         try:

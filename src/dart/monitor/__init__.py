@@ -134,7 +134,10 @@ class Monitor:
         """Switch every watched code to its due (or idle) events. Setting a
         code's events anew also re-enables the locations that returned DISABLE."""
         if armed:
-            self.watch_new_modules()
+            try:
+                self.watch_new_modules()
+            except Exception:  # never let the timer thread die: commits depend on it
+                log.exception("dart: could not look for new user modules; continuing without them")
         self._armed = armed
         table = self._due_events if armed else self._idle_events
         for code, events in list(table.items()):

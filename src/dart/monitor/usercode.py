@@ -6,7 +6,6 @@ library code runs uninstrumented and cannot hold a safe point.
 from __future__ import annotations
 
 import ast
-import inspect
 import os
 import sys
 import types
@@ -32,8 +31,13 @@ class UserCode:
             return False
         if any(name == p or name.startswith(p + ".") for p in self.packages):
             return True
-        path = getattr(module, "__file__", None)
+        try:
+            path = module.__dict__.get("__file__")  # not getattr: some modules fake attributes
+        except Exception:
+            return False
         if not self.local_modules or not isinstance(path, str) or not path.endswith(".py"):
+            return False
+        if not os.path.isabs(path) or not os.path.isfile(path):
             return False
         try:
             relative = Path(os.path.realpath(path)).relative_to(os.path.realpath(self.script_dir))
@@ -57,12 +61,10 @@ class UserCode:
 def module_tree(module: types.ModuleType) -> ast.Module | None:
     """The module's source, parsed and annotated with paths (None if unavailable)."""
     try:
-        source = inspect.getsource(module)
-    except (OSError, TypeError):
-        return None
-    try:
-        return annotate_paths(ast.parse(source, module.__file__))
-    except SyntaxError:
+        path = module.__dict__["__file__"]
+        with open(path, encoding="utf-8") as f:
+            return annotate_paths(ast.parse(f.read(), path))
+    except (KeyError, OSError, UnicodeDecodeError, SyntaxError, ValueError):
         return None
 
 
@@ -92,4 +94,7 @@ def module_functions(module: types.ModuleType):
                 yield from visit(value, depth + 1)
 
     for value in list(vars(module).values()):
-        yield from visit(value)
+        try:
+            yield from visit(value)
+        except Exception:  # an object with a hostile __getattr__: not user code
+            continue
