@@ -7,7 +7,10 @@ restore as one object. On top of plain pickle:
 * a NumPy array that is a view of another array is saved as (base, offset,
   shape, strides, dtype), so views of one array restore as views of one array;
 * contiguous array data leaves the stream as out-of-band buffers, which the
-  caller copies (the program keeps running and may change them).
+  caller copies (the program keeps running and may change them);
+* a CPU torch tensor is saved as (storage, offset, size, stride, dtype), its
+  storage's bytes out of band and once per storage, so views and tensors that
+  share a storage come back sharing it.
 """
 
 from __future__ import annotations
@@ -94,10 +97,72 @@ def _root_array(array):
     return root
 
 
+def _rebuild_storage(data):
+    import torch
+
+    if len(data) == 0:
+        return torch.empty(0, dtype=torch.uint8).untyped_storage()
+    return torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
+
+
+def _rebuild_tensor(storage, offset, size, stride, dtype, requires_grad, parameter, grad):
+    import torch
+
+    tensor = torch.empty(0, dtype=dtype).set_(storage, offset, size, stride)
+    if parameter:
+        tensor = torch.nn.Parameter(tensor, requires_grad=requires_grad)
+    elif requires_grad:
+        tensor.requires_grad_(True)
+    if grad is not None:
+        tensor.grad = grad
+    return tensor
+
+
+class _Storage:
+    """One torch storage in a commit: its bytes go out of band (so an unchanged
+    storage is stored once), and every tensor on it refers to this one object
+    (so views and shared storages stay shared)."""
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    def __reduce__(self):
+        import torch
+
+        flat = torch.empty(0, dtype=torch.uint8).set_(self.storage)
+        return _rebuild_storage, (pickle.PickleBuffer(flat.numpy()),)
+
+
 class StatePickler(pickle.Pickler):
     def __init__(self, file, buffer_callback=None, main_module: types.ModuleType | None = None):
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
         self._main = main_module
+        self._storages: dict[tuple, _Storage] = {}
+
+    def _reduce_tensor(self, tensor, torch):
+        """Plain CPU tensors and parameters at the storage level; anything
+        else (CUDA, sparse, quantized, subclasses) goes through torch's own pickling."""
+        if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.device.type != "cpu":
+            return NotImplemented
+        if tensor.layout != torch.strided or tensor.is_quantized or tensor.is_nested:
+            return NotImplemented
+        if tensor.requires_grad and not tensor.is_leaf:
+            return NotImplemented
+        storage = tensor.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        proxy = self._storages.get(key)
+        if proxy is None:
+            proxy = self._storages[key] = _Storage(storage)
+        return _rebuild_tensor, (
+            proxy,
+            tensor.storage_offset(),
+            tuple(tensor.size()),
+            tuple(tensor.stride()),
+            tensor.dtype,
+            tensor.requires_grad,
+            type(tensor) is torch.nn.Parameter,
+            tensor.grad,
+        )
 
     def reducer_override(self, obj):
         if isinstance(obj, types.ModuleType):
@@ -110,6 +175,9 @@ class StatePickler(pickle.Pickler):
             state = _file_state(obj)
             if state is not None:
                 return _reopen, state
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor):
+            return self._reduce_tensor(obj, torch)
         numpy = sys.modules.get("numpy")
         if numpy is not None and type(obj) is numpy.ndarray and obj.base is not None:
             root = _root_array(obj)
@@ -155,11 +223,23 @@ class StateUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+#: Buffers smaller than this stay in the pickle stream: each out-of-band buffer
+#: becomes a stored object (a file, fsync'd), which only pays for big data.
+OUT_OF_BAND_MIN = 64 * 1024
+
+
 def dumps(obj, main_module=None) -> tuple[bytes, list[pickle.PickleBuffer]]:
     """Pickle ``obj``; returns the stream and the out-of-band buffers (not copied)."""
     buffers: list[pickle.PickleBuffer] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        if buffer.raw().nbytes < OUT_OF_BAND_MIN:
+            return True  # true: serialize in band
+        buffers.append(buffer)
+        return False
+
     stream = io.BytesIO()
-    StatePickler(stream, buffer_callback=buffers.append, main_module=main_module).dump(obj)
+    StatePickler(stream, buffer_callback=out_of_band, main_module=main_module).dump(obj)
     return stream.getvalue(), buffers
 
 

@@ -1,7 +1,7 @@
 """Closures and decorators around a training loop in plain NumPy: the loss and
-gradient come from a closure factory, the optimizer update is a closure that
-keeps its momentum buffers in a dict passed in by the caller, a module-level
-lambda is the lr schedule, and a functools.wraps decorator factory
+gradient come from a closure factory, the update is a closure over the momentum
+buffers dict, the gradient is clipped by a closure with its own loop, the lr
+schedule is a module-level lambda, and a functools.wraps decorator factory
 wraps the epoch function that holds the batch loop."""
 
 import functools
@@ -47,16 +47,31 @@ def make_momentum_step(buffers, beta):
     return step
 
 
+def make_clipper(limit):
+    def clip(grad):
+        scaled = grad.copy()
+        for i in range(len(scaled)):  # a loop inside a closure: no safe points here
+            scaled[i] = max(-limit, min(limit, scaled[i]))
+        return scaled
+
+    return clip
+
+
+def batch_update(x, y, w, buffers, lr):
+    """Builds the closures for one batch and applies them."""
+    objective = make_objective(x, y, l2=1e-3)
+    loss, grad = objective(w)
+    grad = make_clipper(5.0)(grad)
+    return make_momentum_step(buffers, beta=0.8)("w", w, grad, lr), loss
+
+
 @report("epoch done")
 def run_epoch(x, y, w, buffers, epoch):
     lr = schedule(epoch)
-    step = make_momentum_step(buffers, beta=0.8)
     order = np.random.permutation(len(x))
     for k in range(0, len(x), 20):
         idx = order[k : k + 20]
-        objective = make_objective(x[idx], y[idx], l2=1e-3)
-        loss, grad = objective(w)
-        w = step("w", w, grad, lr)
+        w, loss = batch_update(x[idx], y[idx], w, buffers, lr)
         print(f"epoch {epoch} batch {k // 20} loss {loss:.10f} lr {lr}")
         time.sleep(PAUSE)
     return w

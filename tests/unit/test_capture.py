@@ -1,0 +1,125 @@
+"""The pickler: identity, views, tensors, files, and variables that do not pickle."""
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dart.capture import Capturer, UnsavableIterator, pickler, restore
+
+
+def roundtrip(obj):
+    stream, buffers = pickler.dumps(obj)
+    return pickler.loads(stream, [bytearray(b.raw()) for b in buffers])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    dtype=st.sampled_from(["f4", "f8", "i2", "u1", ">i4", "c8", "?"]),
+    data=st.data(),
+)
+def test_views_of_one_array_restore_as_views(shape, dtype, data):
+    base = (np.arange(int(np.prod(shape))) % 7).astype(dtype).reshape(shape)
+    slices = tuple(
+        slice(data.draw(st.integers(0, n - 1)), None, data.draw(st.sampled_from([1, 2, -1]))) for n in shape
+    )
+    view = base[slices]
+    restored = roundtrip({"base": base, "view": view, "t": base.T})
+    assert restored["base"].dtype == base.dtype and restored["view"].dtype == view.dtype
+    assert np.array_equal(restored["view"], view) and np.array_equal(restored["t"], base.T)
+    # Writing through the base shows in the views: they share memory again.
+    restored["base"].flat[:] = restored["base"].flat[::-1].copy()
+    assert np.array_equal(restored["view"], restored["base"][slices])
+    assert np.array_equal(restored["t"], restored["base"].T)
+
+
+def test_two_names_for_one_object_restore_as_one():
+    shared = [1, 2, 3]
+    restored = roundtrip({"a": shared, "b": shared, "c": {"x": shared}})
+    assert restored["a"] is restored["b"] is restored["c"]["x"]
+
+
+def test_big_arrays_leave_the_stream_small_ones_stay():
+    stream, buffers = pickler.dumps({"big": np.zeros(1 << 17), "small": np.zeros(8)})
+    assert len(buffers) == 1 and buffers[0].raw().nbytes == 8 << 17
+    assert len(stream) < 4096
+
+
+def test_torch_state_keeps_identity_views_and_training():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.Linear(300, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.randn(5, 64)).sum().backward()
+    opt.step()
+    base = torch.arange(40000, dtype=torch.bfloat16)
+    state = {"model": model, "opt": opt, "base": base, "view": base[10:70].view(6, 10)}
+    restored = roundtrip(state)
+    params = list(restored["model"].parameters())
+    assert restored["opt"].param_groups[0]["params"][0] is params[0]
+    assert all(type(p) is torch.nn.Parameter and p.requires_grad for p in params)
+    restored["base"][12] = 5
+    assert restored["view"][0, 2] == 5
+
+    def step(m, o):
+        torch.manual_seed(1)
+        o.zero_grad()
+        m(torch.randn(5, 64)).sum().backward()
+        o.step()
+
+    step(model, opt)
+    step(restored["model"], restored["opt"])
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), restored["model"].parameters()))
+
+
+def test_an_open_file_comes_back_cut_to_its_length_at_the_commit(tmp_path):
+    path = tmp_path / "log.txt"
+    f = open(path, "w")
+    f.write("one\n")
+    stream, buffers = pickler.dumps({"f": f})
+    f.write("two\n")  # after the commit: must vanish on resume
+    f.close()
+    restored = pickler.loads(stream, [bytes(b.raw()) for b in buffers])["f"]
+    restored.write("three\n")
+    restored.close()
+    assert path.read_text() == "one\nthree\n"
+
+
+def test_unpicklable_global_is_skipped_or_rebuilt_and_named_once():
+    import types
+
+    main = types.ModuleType("__main__")
+    rebuild = {"lock"}
+    capturer = Capturer(main, lambda frame, name, value: "line 3" if name in rebuild else None)
+    namespace = {"lock": threading.Lock(), "gen": (i for i in range(3)), "x": 41}
+    with pytest.warns(Warning) as caught:
+        stream, buffers, info = capturer.capture(namespace, {}, [])
+    assert {"gen"} == set(info["skipped"]) and info["rebuilt"] == {0: ["lock"]}
+    assert len(caught) == 2
+    assert restore(stream, buffers)["globals"] == {"x": 41}
+    with _no_warning():
+        capturer.capture(namespace, {}, [])  # known values: no second warning
+
+
+def test_unpicklable_local_without_rebuild_refuses_the_commit():
+    import types
+
+    capturer = Capturer(types.ModuleType("__main__"))
+    with pytest.raises(UnsavableIterator, match="local variable 'pool' of main"):
+        capturer.capture({}, {}, [("main", {"pool": threading.Lock()})])
+
+
+class _no_warning:
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self._caught = self._ctx.__enter__()
+        warnings.simplefilter("always")
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        assert not self._caught, [str(w.message) for w in self._caught]
