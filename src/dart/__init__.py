@@ -66,8 +66,16 @@ def enable(
 
     if runner.active_session() is not None:
         return  # already running under dart (or re-run while resuming)
-    options = _resolve(store=store, every=every, fresh=fresh, user_code=user_code)
-    runner.enable_in_main(sys._getframe(1), options)
+    from . import messages
+
+    messages.setup()
+    try:
+        options = _resolve(store=store, every=every, fresh=fresh, user_code=user_code)
+        runner.enable_in_main(sys._getframe(1), options)
+    except DartError as exc:
+        # As `dart run` does: a clear message, no traceback, exit status 2.
+        print(f"dart: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def commit(message: str | None = None) -> CommitHandle:

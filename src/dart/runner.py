@@ -16,7 +16,7 @@ import types
 from pathlib import Path
 
 from .config import Options
-from .errors import ScriptError
+from .errors import DartError, ScriptError
 from .session import Session, plan_run
 
 _active: Session | None = None
@@ -68,6 +68,50 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
+def _execute(session: Session, code, module: types.ModuleType) -> int:
+    """Run ``code`` as the main module, record how it ended, return the exit
+    code ``python SCRIPT`` would have had."""
+    try:
+        exec(code, module.__dict__)
+    except SystemExit as exc:
+        status = _exit_code(exc)
+        if status == 0:
+            session.finish()
+        else:
+            session.fail(exc, status="exited")
+        return status
+    except KeyboardInterrupt as exc:
+        session.fail(exc, status="interrupted")
+        _report(exc, module.__dict__)
+        return 130
+    except BaseException as exc:
+        session.fail(exc)
+        _report(exc, module.__dict__)
+        return 1
+    session.finish()
+    return 0
+
+
+def _start(session: Session) -> tuple:
+    """The code to run: the whole script, or its continuation from the commit."""
+    if session.plan.resume_from is not None:
+        code, tree = session.prepare_resume()
+    else:
+        tree = session.tree
+        code = compile(tree, str(session.script), "exec")
+    session.start(code, tree)
+    return code
+
+
+def _end(session: Session, lock) -> None:
+    global _active
+    if not session._closed:
+        session.fail(RuntimeError("dart stopped before the program ended"))
+    _active = None
+    lock.release()
+    sys.stdout.flush()
+
+
 def run_script(script_arg: str, args: list[str], options: Options) -> int:
     """``dart run``: returns the exit code the script would have had."""
     global _active
@@ -83,37 +127,9 @@ def run_script(script_arg: str, args: list[str], options: Options) -> int:
     sys.path[0] = str(script.parent)
     session = _active = Session(plan, options, module, script, source)
     try:
-        if plan.resume_from is not None:
-            code, tree = session.prepare_resume()
-        else:
-            tree = session.tree
-            code = compile(tree, str(script), "exec")
-        session.start(code, tree)
-        try:
-            exec(code, module.__dict__)
-        except SystemExit as exc:
-            status = _exit_code(exc)
-            if status == 0:
-                session.finish()
-            else:
-                session.fail(exc, status="exited")
-            return status
-        except KeyboardInterrupt as exc:
-            session.fail(exc, status="interrupted")
-            _report(exc, module.__dict__)
-            return 130
-        except BaseException as exc:
-            session.fail(exc)
-            _report(exc, module.__dict__)
-            return 1
-        session.finish()
-        return 0
+        return _execute(session, _start(session), module)
     finally:
-        if not session._closed:
-            session.fail(RuntimeError("dart stopped before the program ended"))
-        _active = None
-        lock.release()
-        sys.stdout.flush()
+        _end(session, lock)
 
 
 def enable_in_main(frame, options: Options) -> None:
@@ -132,42 +148,26 @@ def enable_in_main(frame, options: Options) -> None:
             "interactive sessions and notebooks are not supported yet"
         )
     script, source = read_script(path)
-    args = sys.argv[1:]
-    plan = plan_run(options, script, args)
+    plan = plan_run(options, script, sys.argv[1:])
     lock = plan.store.lock_run(plan.run_id)
     session = _active = Session(plan, options, module, script, source)
     if plan.resume_from is None:
         # The script is already running: watch its own code from here on.
         session.start(frame.f_code, session.tree)
-        _finish_at_exit(session, lock, module)
+        _finish_at_exit(session, lock)
         return
-    code, tree = session.prepare_resume()
-    session.start(code, tree)
-    status = 0
     try:
-        exec(code, module.__dict__)
-    except SystemExit as exc:
-        status = _exit_code(exc)
-        session.finish() if status == 0 else session.fail(exc, status="exited")
-    except KeyboardInterrupt as exc:
-        session.fail(exc, status="interrupted")
-        _report(exc, module.__dict__)
-        status = 130
-    except BaseException as exc:
-        session.fail(exc)
-        _report(exc, module.__dict__)
-        status = 1
-    else:
-        session.finish()
+        status = _execute(session, _start(session), module)
+    except DartError as exc:
+        print(f"dart: error: {exc}", file=sys.stderr)
+        status = 2
     finally:
-        _active = None
-        lock.release()
+        _end(session, lock)
     # The resumed program has ended; the rest of the original module must not run.
-    sys.stdout.flush()
     raise SystemExit(status)
 
 
-def _finish_at_exit(session: Session, lock, module) -> None:
+def _finish_at_exit(session: Session, lock) -> None:
     """With dart.enable() the interpreter runs the module; learn how it ended
     from sys.excepthook (uncaught exception) and atexit (every exit)."""
     previous_hook = sys.excepthook

@@ -116,6 +116,8 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
                 "would call something else first; move that call to its own statement"
             )
         path = stmt._dart_path
+        if any(spot.frame is not None and spot.frame.f_code is caller.f_code for spot in spots):
+            raise NotContinuable(f"{caller.f_code.co_qualname}() is on the call path twice (recursion)")
         spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.statement_loops.get(path, ())))
         if sites.def_path is None:
             spots.reverse()

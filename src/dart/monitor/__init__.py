@@ -61,6 +61,7 @@ class Monitor:
     def __init__(self, on_safe_point: SafePointHandler, user_code: UserCode | None = None):
         self._on_safe_point = on_safe_point
         self.user_code = user_code
+        self._main_thread = threading.get_ident()  # safe points only where the program runs
         self.watched: dict[CodeType, CodeSites] = {}
         self.tool = _claim_tool_id()
         _native.set_due(False)
@@ -214,6 +215,8 @@ class Monitor:
 
     # -- callbacks (only called while a commit is due) -----------------------
     def _on_line(self, frame: FrameType, line: int):
+        if threading.get_ident() != self._main_thread:
+            return None  # not DISABLE: that would disable the location for the main thread too
         sites = self.watched.get(frame.f_code)
         if sites is not None:
             if self._entry_of and frame.f_lasti in self._entry_of.values():
@@ -227,6 +230,8 @@ class Monitor:
         return DISABLE
 
     def _on_jump(self, frame: FrameType, src: int, dst: int):
+        if threading.get_ident() != self._main_thread:
+            return None  # not DISABLE: that would disable the location for the main thread too
         sites = self.watched.get(frame.f_code)
         if sites is not None:
             site = sites.back_edges.get((src, dst))
