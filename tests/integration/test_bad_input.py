@@ -175,7 +175,7 @@ def test_unpicklable_global_warns_once_and_run_goes_on(tmp_path):
     assert res.stdout == reference.stdout
     warnings = [line for line in res.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1, res.describe()
-    assert "'handle'" in warnings[0] and "lock" in warnings[0], res.describe()
+    assert "'handle'" in warnings[0] and "generator" in warnings[0], res.describe()
     assert_no_internal_traceback(res.stderr)
 
 
@@ -194,11 +194,36 @@ def test_unpicklable_global_not_needed_by_resume(tmp_path):
 
 @pytest.mark.slow
 def test_unpicklable_global_needed_by_resume(tmp_path):
-    """The same script, but its last line uses the lock after the loop."""
+    """The same script, but its last line uses the generator after the loop."""
     target = tmp_path / "unpicklable_global_used.py"
-    target.write_text(script("unpicklable_global.py").read_text() + 'print("still unlocked:", not handle.locked())\n')
+    target.write_text(script("unpicklable_global.py").read_text() + 'print("next:", next(handle))\n')
     cmd = dart_cmd(target, store=tmp_path / "store", every="0")
     run_and_kill(cmd, tmp_path, after_lines=8)
     resumed = run(cmd, tmp_path)
     assert_dart_error(resumed, "'handle'", "--fresh")
     assert resumed.stdout == ""
+
+
+@pytest.mark.slow
+def test_unpicklable_global_rebuilt_by_its_assignment(tmp_path):
+    """A lock cannot be pickled, but `lock = threading.Lock()` can run again."""
+    target = tmp_path / "lock_global.py"
+    target.write_text(
+        "import threading, time\n"
+        "lock = threading.Lock()\n"
+        "total = 0\n"
+        "for i in range(20):\n"
+        "    with lock:\n"
+        "        total += i\n"
+        "    print(f'i {i} total {total}')\n"
+        "    time.sleep(0.025)\n"
+        "print('unlocked at the end:', not lock.locked())\n"
+    )
+    reference = run(plain_cmd(target), tmp_path).lines
+    cmd = dart_cmd(target, store=tmp_path / "store", every="0")
+    killed = run_and_kill(cmd, tmp_path, after_lines=8)
+    resumed = run(cmd, tmp_path)
+    assert resumed.returncode == 0, resumed.describe()
+    assert "rebuilds it by running line 2" in resumed.stderr, resumed.describe()
+    k = killed.lines
+    assert any(k[:m] + resumed.lines == reference for m in range(len(k) - 1, len(k) + 1)), resumed.describe()

@@ -1,10 +1,15 @@
-"""A global that cannot be pickled (a lock); nothing after the loop needs it."""
+"""A global that cannot be pickled and cannot be rebuilt (a generator, which a
+new run of its assignment would restart); nothing after the loop needs it."""
 
-import threading
 import time
 
-handle = threading.Lock()
-first_line = "locks do not pickle"
+
+def numbers():
+    yield from range(100)
+
+
+handle = numbers()
+first_line = next(handle)
 total = 0
 for i in range(20):
     total += i
