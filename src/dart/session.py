@@ -435,8 +435,11 @@ class Session:
         try:
             spots = call_path(frame, spot, self.monitor.watched)
         except NotContinuable as exc:
-            self._warn_once(("path", frame.f_code, path), f"not committing inside {frame.f_code.co_qualname}() "
-                            f"at {self.display_name}:{line}: {exc}; commits happen further out instead")
+            self._warn_once(
+                ("path", frame.f_code, path),
+                f"not committing inside {frame.f_code.co_qualname}() at "
+                f"{os.path.basename(frame.f_code.co_filename)}:{line}: {exc}; commits happen further out instead",
+            )
             return
         self._commit(spots, message=None)
 
@@ -495,7 +498,7 @@ class Session:
                     self.monitor.track(spot.sites, loop)
                     self._warn_once(
                         ("track", spot.def_path, loop.path),
-                        f"the loop at {self.display_name}:{loop.line} runs over a {type(iterator).__name__}, "
+                        f"the loop at {os.path.basename(frame.f_code.co_filename)}:{loop.line} runs over a {type(iterator).__name__}, "
                         "which cannot be saved; from its next start dart counts its items and re-creates it "
                         "on resume (no commits inside it until then)",
                     )

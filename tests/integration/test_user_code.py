@@ -1,0 +1,105 @@
+"""User code beyond the main script: a module in the script's folder holds the
+training loop; killed runs resume inside it, also after the module was edited."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PYTHON, child_env, dart_cmd, plain_cmd, run, run_and_kill
+
+TRAINER = '''import random
+import time
+
+
+class Trainer:
+    def __init__(self, steps):
+        self.steps = steps
+        self.total = 0.0
+
+    def fit(self, epochs):
+        for epoch in range(epochs):
+            for step in range(self.steps):
+                self.total += random.random()
+                time.sleep(0.03)
+            print("epoch", epoch, round(self.total, 6), flush=True)
+        return self.total
+'''
+
+MAIN = '''import random
+from trainer import Trainer
+
+
+def main():
+    random.seed(7)
+    trainer = Trainer(5)
+    result = trainer.fit(6)
+    print("result", round(result, 6))
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "trainer.py").write_text(TRAINER)
+    (tmp_path / "main.py").write_text(MAIN)
+    reference = run(plain_cmd(tmp_path / "main.py"), tmp_path).lines
+    assert len(reference) == 7
+    return tmp_path, reference
+
+
+def joined(killed, resumed, reference, repeat=1):
+    k = killed.lines
+    return any(k[:m] + resumed.lines == reference for m in range(max(0, len(k) - repeat), len(k) + 1))
+
+
+@pytest.mark.slow
+def test_resume_inside_a_method_of_a_local_module(project):
+    folder, reference = project
+    cmd = dart_cmd(folder / "main.py", store=folder / ".dart", every="0")
+    killed = run_and_kill(cmd, folder, after_lines=2, extra_delay=0.05)
+    resumed = run(cmd, folder)
+    assert resumed.returncode == 0, resumed.describe()
+    assert "Trainer.fit()" in resumed.stderr and "resuming" in resumed.stderr, resumed.describe()
+    assert joined(killed, resumed, reference), resumed.describe()
+
+
+@pytest.mark.slow
+def test_edited_module_resumes_with_the_edit(project):
+    """Lines added above and inside the loop shift every line number; dart
+    finds the saved loops again by what they loop over."""
+    folder, reference = project
+    cmd = dart_cmd(folder / "main.py", store=folder / ".dart", every="0")
+    killed = run_and_kill(cmd, folder, after_lines=2, extra_delay=0.05)
+    edited = TRAINER.replace(
+        "    def fit(self, epochs):\n",
+        "    def fit(self, epochs):\n        note = 'edited'\n        assert note\n",
+    ).replace("            for step in range(self.steps):\n", "            checked = True\n            for step in range(self.steps):\n")
+    (folder / "trainer.py").write_text(edited)
+    resumed = run(cmd, folder)
+    assert resumed.returncode == 0, resumed.describe()
+    assert "changed since commit" in resumed.stderr or "resuming" in resumed.stderr
+    assert joined(killed, resumed, reference), resumed.describe()
+
+
+@pytest.mark.slow
+def test_a_changed_saved_loop_is_named_and_fresh_suggested(project):
+    folder, _ = project
+    cmd = dart_cmd(folder / "main.py", store=folder / ".dart", every="0")
+    run_and_kill(cmd, folder, after_lines=2, extra_delay=0.05)
+    (folder / "trainer.py").write_text(TRAINER.replace("range(self.steps)", "range(self.steps + 1)"))
+    resumed = run(cmd, folder)
+    assert resumed.returncode == 2, resumed.describe()
+    assert "for step in range(self.steps)" in resumed.stderr and "--fresh" in resumed.stderr, resumed.describe()
+    assert resumed.stdout == ""
+
+
+@pytest.mark.slow
+def test_local_modules_can_be_switched_off(project):
+    folder, reference = project
+    env = child_env(DART_LOCAL_MODULES="0")
+    result = run(dart_cmd(folder / "main.py", store=folder / ".dart", every="0"), folder, env=env)
+    assert result.returncode == 0 and result.lines == reference, result.describe()
+    log = run([PYTHON, "-m", "dart", "log", "--store", str(folder / ".dart"), "--json"], folder)
+    assert "Trainer.fit" not in log.stdout, log.stdout[:2000]
