@@ -103,7 +103,6 @@ def load(commit: str | None = None, names=None, store: str | None = None) -> dic
     dict. ``commit`` is an id, a unique prefix or a run id; ``names`` limits
     the result to those variables."""
     from .capture import restore
-    from .resume.continuation import prologue
     from .store import Store
 
     options = _resolve(store=store)

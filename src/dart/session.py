@@ -10,11 +10,9 @@ both drive a Session; they differ only in who executes the module code.
 from __future__ import annotations
 
 import ast
-import importlib
 import json
 import logging
 import os
-import sys
 import time
 import types
 import warnings
@@ -24,25 +22,34 @@ from pathlib import Path
 import xxhash
 
 from . import _native
-from .capture import Capturer, restore
-from .capture.hidden import capture_hidden, compare_environment, environment, restore_hidden
+from .capture import Capturer
+from .capture.hidden import environment
+from .capture.path import (
+    FrameSpot,
+    NotContinuable,
+    call_path,
+    call_statement,
+    describe,
+    iteration_count,
+    savable,
+    short_value,
+)
 from .config import DEFAULT_BUDGET, Options
-from .errors import CaptureError, DartWarning, ResumeError, StoreError
+from .errors import CaptureError, DartWarning
 from .flush import CommitHandle, Flusher, StagedCommit
 from .monitor import Monitor
-from .monitor.usercode import UserCode, module_tree
-from .capture.path import FrameSpot, NotContinuable, call_path, call_statement
+from .monitor.usercode import UserCode
 from .monitor.sites import (
     CodeSites,
     LoopSite,
     annotate_paths,
     innermost_statement,
-    nested_code,
     node_at,
     position_after,
 )
 from .resume import continuation as cont
-from .resume.anchors import anchors_of, relocate
+from .resume.anchors import anchors_of
+from .resume.restore import prepare as restore_session
 from .store import Store
 
 log = logging.getLogger("dart")
@@ -85,117 +92,6 @@ def plan_run(options: Options, script: Path, args: list[str]) -> Plan:
     return Plan(store, run_id, None, None)
 
 
-def _short_value(name: str, frame) -> str | None:
-    """``epoch=3``: the loop variable's value, when it is short enough to show."""
-    value = frame.f_locals.get(name, frame.f_globals.get(name)) if frame is not None else None
-    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        text = repr(value)
-        if len(text) <= 24:
-            return f"{name}={text}"
-    return None
-
-
-def describe(position: dict) -> str:
-    """``train.py:12 for@30[step=4] main() for@7[epoch=3]``: where a commit was
-    taken, frame by frame (the module's loops first, then each function's)."""
-    text = f"{position.get('file', '?')}:{position.get('line', '?')}"
-    frames = position.get("frames") or [{"qualname": "<module>", "loops": position.get("loops", ())}]
-    for index, frame in enumerate(frames):
-        if index:
-            text += f" {frame['qualname']}()"
-        for loop in frame.get("loops", ()):
-            iteration, target = loop.get("iteration"), loop.get("target")
-            text += f" {loop['kind']}@{loop['line']}"
-            if target:
-                text += f"[{target}]"
-            elif iteration is not None:
-                text += f"#{iteration}"
-    if position.get("kind") == "end":
-        text += " (end)"
-    return text
-
-
-_SAVABLE: dict[type, bool] = {}
-
-
-def _savable(iterator, depth: int = 0) -> bool:
-    """Can this iterator be pickled? Wrappers (enumerate, zip, map, ...) are
-    as savable as the iterators they hold; other kinds are asked once per type."""
-    kind = type(iterator)
-    known = _SAVABLE.get(kind)
-    if known is False:
-        return False
-    try:
-        reduced = iterator.__reduce_ex__(5)
-    except Exception:
-        _SAVABLE[kind] = False
-        return False
-    args = reduced[1] if isinstance(reduced, tuple) and len(reduced) > 1 and isinstance(reduced[1], tuple) else ()
-    inner = [a for a in args if hasattr(a, "__next__") and a is not iterator]
-    if not inner:
-        _SAVABLE[kind] = True
-    return depth < 8 and all(_savable(a, depth + 1) for a in inner)
-
-
-def iteration_count(iterator) -> int | None:
-    """How many items an iterator has produced, when its pickle state says so."""
-    try:
-        reduced = iterator.__reduce__()
-    except Exception:
-        return None
-    if isinstance(reduced, tuple) and len(reduced) >= 3 and type(reduced[2]) is int:
-        return reduced[2]  # range, list and tuple iterators: the index
-    if type(iterator) is enumerate and len(reduced) >= 2 and len(reduced[1]) == 2:
-        return reduced[1][1]
-    return None
-
-
-def _recreator(saved: dict):
-    """``__dart_recreate__(key, thunk)``: the iterator of a SavedLoop loop,
-    re-created under the random state from the loop's start and advanced past
-    the items it had taken; the random state of the commit is then put back."""
-
-    def recreate(key: str, thunk):
-        loop = saved.pop(key)
-        now = capture_hidden()
-        restore_hidden(loop.entry)
-        iterator = iter(thunk())
-        for _ in range(loop.count):
-            next(iterator)
-        restore_hidden(now)
-        return _native.CountingIterator(iterator, loop.count, loop.entry)
-
-    return recreate
-
-
-def _resolve_function(namespace: dict, qualname: str):
-    """The live function object for ``qualname`` (methods and decorated
-    functions included: decorators made with functools.wraps are looked through)."""
-    import inspect
-
-    if "<locals>" in qualname:
-        raise ResumeError(
-            f"cannot resume inside {qualname}(): functions defined inside other functions "
-            "cannot be resumed yet. Run again with --fresh to start over."
-        )
-    parts = qualname.split(".")
-    obj = namespace.get(parts[0])
-    try:
-        for part in parts[1:]:
-            obj = inspect.getattr_static(obj, part)
-    except AttributeError:
-        obj = None
-    obj = getattr(obj, "__func__", obj)  # staticmethod, classmethod
-    while obj is not None and getattr(getattr(obj, "__code__", None), "co_qualname", None) != qualname:
-        obj = getattr(obj, "__wrapped__", None)
-    if obj is None:
-        raise ResumeError(
-            f"cannot resume inside {qualname}(): the script no longer defines it. "
-            "Run again with --fresh to start over."
-        )
-    return obj
-
-
 class Session:
     def __init__(self, plan: Plan, options: Options, module: types.ModuleType, script: Path, source: str):
         self.plan = plan
@@ -222,198 +118,8 @@ class Session:
     # -- starting ---------------------------------------------------------------
     def prepare_resume(self) -> tuple[types.CodeType, ast.Module]:
         """Run the prologue, restore the saved state into the module and return
-        the continuation's code (and AST) to execute."""
-        commit = self.plan.resume_from
-        position = commit["position"]
-        filename = str(self.script)
-        namespace = self.module.__dict__
-        renamed = self._relocate(position)
-        commit["recreated"] = [renamed.get(k, k) for k in commit.get("recreated", [])]
-        for module, def_path, loop_path in commit.get("tracked", []):
-            key = tuple(map(tuple, def_path)) if def_path else None
-            self.monitor.tracked.add((module, key, tuple(map(tuple, loop_path))))
-        recreated = frozenset(commit.get("recreated", []))
-        self._recreated = recreated
-        if commit.get("source", {}).get("hash") != self.source_hash:
-            log.warning("dart: %s changed since commit %s; resuming with the edited code", self.display_name, commit["id"][:12])
-        try:
-            body = cont.continuation(self.tree, position, recreated)
-        except ResumeError as exc:
-            raise ResumeError(
-                f"cannot resume run {self.plan.run_id} from commit {commit['id'][:12]} "
-                f"({describe(position)}): {exc}. The script may have changed too much; "
-                "run again with --fresh to start over."
-            ) from None
-        prologue = cont.prologue(self.tree, position)
-        skipped = commit.get("skipped", {})
-        needed = sorted((cont.names_read(body) & set(skipped)) - cont.names_defined(prologue))
-        if needed:
-            details = "; ".join(f"'{n}' ({skipped[n]})" for n in needed)
-            raise ResumeError(
-                f"cannot resume run {self.plan.run_id} from commit {commit['id'][:12]}: the rest of "
-                f"{self.display_name} uses {details}, which could not be saved and cannot be rebuilt. "
-                "Run again with --fresh to start over."
-            )
-        try:
-            prologue_code = compile(prologue, filename, "exec")
-            exec(prologue_code, namespace)
-        except Exception as exc:
-            raise ResumeError(
-                f"re-running the imports and definitions of {self.display_name} before the resume point "
-                f"failed: {type(exc).__name__}: {exc}. Fix the script or run again with --fresh."
-            ) from exc
-        state = commit["state"]
-        try:
-            stream = self.store.get_object(state["pickle"])
-            buffers = [self.store.get_object(oid) for oid in state["buffers"]]
-            roots = restore(stream, buffers, main_namespace=namespace)
-        except (CaptureError, StoreError) as exc:
-            raise ResumeError(
-                f"cannot load the state of commit {commit['id'][:12]} in {self.store.root}: {exc}. "
-                "Run again with --fresh to start over."
-            ) from None
-        namespace.update(roots["globals"])
-        self._rebuild_globals(commit, position)
-        saved_loops = {}
-        roots["iterators"] = {renamed.get(k, k): v for k, v in roots["iterators"].items()}
-        for key, iterator in roots["iterators"].items():
-            if isinstance(iterator, cont.SavedLoop):
-                saved_loops[key] = iterator
-            else:
-                namespace[cont.iterator_global(key)] = iterator
-        namespace[cont.ONE_NAME] = (None,)
-        namespace[cont.RECREATE_NAME] = _recreator(saved_loops)
-        self.monitor.watch(prologue_code, prologue, self.tree)  # the functions it defined
-        self.monitor.watch_new_modules()  # and the user modules it imported
-        self._arm_function_frames(commit, roots.get("frames", []))
-        restore_hidden(roots["hidden"])
-        for problem in compare_environment(commit.get("env", {})):
-            warnings.warn(f"resuming commit {commit['id'][:12]}: {problem}", DartWarning, stacklevel=2)
-        log.warning("dart: resuming run %s from commit %s at %s", self.plan.run_id, commit["id"][:12], describe(position))
-        return compile(body, filename, "exec"), body
-
-    def _rebuild_globals(self, commit: dict, position: dict) -> None:
-        """Run again the statements that created the globals dart could not save."""
-        stop = cont.module_frame(position)["path"][0][1]
-        for name, path in commit.get("rebuild", {}).get("0", {}).items():
-            path = tuple(map(tuple, path))
-            if path[0][1] >= stop:
-                continue  # the continuation runs it anyway
-            stmt = node_at(self.tree, path)
-            try:
-                exec(compile(ast.Module(body=[stmt], type_ignores=[]), str(self.script), "exec"), self.module.__dict__)
-            except Exception as exc:
-                raise ResumeError(
-                    f"cannot rebuild variable '{name}' by running line {stmt.lineno} of {self.display_name} "
-                    f"again: {type(exc).__name__}: {exc}. Run again with --fresh to start over."
-                ) from exc
-
-    def _relocate(self, position: dict) -> dict[str, str]:
-        """Find each frame's saved path again in the current source (which may
-        have been edited since the commit) and rewrite the position with the
-        paths found. Returns old -> new iterator keys."""
-        frames = position.get("frames") or []
-        renamed: dict[str, str] = {}
-        for index, frame in enumerate(frames):
-            module = frame.get("module", "__main__")
-            what = self.display_name if index == 0 else f"{frame['qualname']}()"
-            try:
-                root = self._module_source(module, frame["qualname"])[1]
-                old = tuple(map(tuple, frame["path"]))
-                new = relocate(root, old, frame.get("anchors"), what)
-            except ResumeError as exc:
-                raise ResumeError(
-                    f"cannot resume from commit {self.plan.resume_from['id'][:12]}: {exc}. dart finds the "
-                    "functions and loops of the saved position by name and by what they loop over; "
-                    "run again with --fresh to start over with the edited script."
-                ) from None
-            if new == old:
-                continue
-            frame["path"] = [list(p) for p in new]
-            if frame.get("def"):
-                frame["def"] = [list(p) for p in new[: len(frame["def"])]]
-            for loop in frame.get("loops", ()):
-                old_loop = tuple(map(tuple, loop["path"]))
-                new_loop = new[: len(old_loop)]
-                loop["path"] = [list(p) for p in new_loop]
-                renamed[cont.iterator_key(index, old_loop)] = cont.iterator_key(index, new_loop)
-        if frames:
-            innermost = frames[-1]
-            position.update(path=innermost["path"], loops=[l for f in frames for l in f.get("loops", ())])
-        return renamed
-
-    def _arm_function_frames(self, commit: dict, frame_locals: list[dict]) -> None:
-        """Make the next call of each function on the saved path run its
-        continuation (see ``cont.function_variant``), in whichever user module
-        the function lives."""
-        frames = commit["position"].get("frames") or []
-        originals: dict[int, tuple] = {}
-
-        def enter(index: int) -> None:
-            function, code = originals.pop(index)
-            function.__code__ = code
-
-        def saved_locals(index: int) -> tuple:
-            return tuple(frame_locals[index - 1].values())
-
-        main = self.module.__dict__
-        helpers = {
-            cont.ENTER_NAME: enter,
-            cont.LOCALS_NAME: saved_locals,
-            cont.ONE_NAME: (None,),
-            cont.RECREATE_NAME: main[cont.RECREATE_NAME],
-        }
-        helpers.update({k: v for k, v in main.items() if k.startswith("__dart_iter_")})
-        main.update(helpers)
-        for index, frame in enumerate(frames[1:], start=1):
-            name = frame.get("module", "__main__")
-            namespace, tree, filename = self._module_source(name, frame["qualname"])
-            namespace.update(helpers)
-            function = _resolve_function(namespace, frame["qualname"])
-            freevars = function.__code__.co_freevars
-            try:
-                rebuild = commit.get("rebuild", {}).get(str(index), {})
-                module, node = cont.function_variant(
-                    tree, frame, index, list(frame_locals[index - 1]), freevars, self._recreated,
-                    [tuple(map(tuple, p)) for p in rebuild.values()],
-                )
-            except ResumeError as exc:
-                raise ResumeError(
-                    f"cannot resume inside {frame['qualname']}() (commit {commit['id'][:12]}): {exc}. "
-                    "Run again with --fresh to start over."
-                ) from None
-            compiled = compile(module, filename, "exec")
-            variant = next(
-                c for c in nested_code(compiled) if c.co_name == node.name and c.co_firstlineno == node.lineno
-            )
-            if variant.co_freevars != freevars:
-                raise ResumeError(
-                    f"cannot resume inside {frame['qualname']}(): its closure changed. Run again with --fresh."
-                )
-            originals[index] = (function, function.__code__)
-            function.__code__ = variant
-            self.monitor.watch_function(variant, node, name, tree)
-
-    def _module_source(self, name: str, qualname: str) -> tuple[dict, ast.Module, str]:
-        """(globals, annotated AST, file name) of the user module ``name``."""
-        if name == "__main__":
-            return self.module.__dict__, self.tree, str(self.script)
-        module = sys.modules.get(name)
-        if module is None:
-            try:
-                module = importlib.import_module(name)
-            except ImportError as exc:
-                raise ResumeError(
-                    f"cannot resume inside {qualname}(): its module {name} cannot be imported ({exc}). "
-                    "Run again with --fresh to start over."
-                ) from None
-        tree = module_tree(module)
-        if tree is None:
-            raise ResumeError(
-                f"cannot resume inside {qualname}(): the source of module {name} cannot be read. "
-                "Run again with --fresh to start over."
-            )
-        return module.__dict__, tree, module.__file__
+        the continuation's code (and AST) to execute (see ``dart.resume.restore``)."""
+        return restore_session(self)
 
     def start(self, code: types.CodeType, tree: ast.Module) -> None:
         """Watch ``code`` (compiled from ``tree``) and arm the first commit."""
@@ -494,7 +200,7 @@ class Session:
                         return None  # this run of the loop began before dart tracked it
                     info["iteration"] = iterator.count
                     iterator = cont.SavedLoop(iterator.count, iterator.entry)
-                elif not _savable(iterator):
+                elif not savable(iterator):
                     self.monitor.track(spot.sites, loop)
                     self._warn_once(
                         ("track", spot.def_path, loop.path),
@@ -507,7 +213,7 @@ class Session:
                     info["iteration"] = iteration_count(iterator)
                 iterators[key] = iterator
                 if loop.target is not None:
-                    info["target"] = _short_value(loop.target, frame)
+                    info["target"] = short_value(loop.target, frame)
             loop_info.append(info)
         anchors = None
         if spot.sites is not None and spot.path:

@@ -124,3 +124,71 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
             return spots
         callee, caller = caller, caller.f_back
     raise NotContinuable("the main script's frame is not on the stack")
+
+
+# -- how positions and loops are described and saved -------------------------------
+
+
+def short_value(name: str, frame) -> str | None:
+    """``epoch=3``: the loop variable's value, when it is short enough to show."""
+    value = frame.f_locals.get(name, frame.f_globals.get(name)) if frame is not None else None
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        text = repr(value)
+        if len(text) <= 24:
+            return f"{name}={text}"
+    return None
+
+
+def describe(position: dict) -> str:
+    """``train.py:12 for@30[step=4] main() for@7[epoch=3]``: where a commit was
+    taken, frame by frame (the module's loops first, then each function's)."""
+    text = f"{position.get('file', '?')}:{position.get('line', '?')}"
+    frames = position.get("frames") or [{"qualname": "<module>", "loops": position.get("loops", ())}]
+    for index, frame in enumerate(frames):
+        if index:
+            text += f" {frame['qualname']}()"
+        for loop in frame.get("loops", ()):
+            iteration, target = loop.get("iteration"), loop.get("target")
+            text += f" {loop['kind']}@{loop['line']}"
+            if target:
+                text += f"[{target}]"
+            elif iteration is not None:
+                text += f"#{iteration}"
+    if position.get("kind") == "end":
+        text += " (end)"
+    return text
+
+
+_SAVABLE: dict[type, bool] = {}
+
+
+def savable(iterator, depth: int = 0) -> bool:
+    """Can this iterator be pickled? Wrappers (enumerate, zip, map, ...) are
+    as savable as the iterators they hold; other kinds are asked once per type."""
+    kind = type(iterator)
+    known = _SAVABLE.get(kind)
+    if known is False:
+        return False
+    try:
+        reduced = iterator.__reduce_ex__(5)
+    except Exception:
+        _SAVABLE[kind] = False
+        return False
+    args = reduced[1] if isinstance(reduced, tuple) and len(reduced) > 1 and isinstance(reduced[1], tuple) else ()
+    inner = [a for a in args if hasattr(a, "__next__") and a is not iterator]
+    if not inner:
+        _SAVABLE[kind] = True
+    return depth < 8 and all(savable(a, depth + 1) for a in inner)
+
+
+def iteration_count(iterator) -> int | None:
+    """How many items an iterator has produced, when its pickle state says so."""
+    try:
+        reduced = iterator.__reduce__()
+    except Exception:
+        return None
+    if isinstance(reduced, tuple) and len(reduced) >= 3 and type(reduced[2]) is int:
+        return reduced[2]  # range, list and tuple iterators: the index
+    if type(iterator) is enumerate and len(reduced) >= 2 and len(reduced[1]) == 2:
+        return reduced[1][1]
+    return None

@@ -8,7 +8,7 @@ import time
 
 from ..config import resolve
 from ..errors import StoreError
-from ..session import describe
+from ..capture.path import describe
 from ..store import Store
 
 
