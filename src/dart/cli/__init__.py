@@ -14,7 +14,16 @@ again and the program continues where it was."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dart", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog="dart",
+        description=DESCRIPTION,
+        epilog="examples:\n"
+        "  dart run train.py --lr 0.1      run (or resume) train.py with its arguments\n"
+        "  dart run --every 0 train.py     commit at every safe point\n"
+        "  dart run --fresh train.py       start over\n"
+        "  dart log --json                 the commits, for tools",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser(
