@@ -92,6 +92,31 @@ def plan_run(options: Options, script: Path, args: list[str]) -> Plan:
     return Plan(store, run_id, None, None)
 
 
+# Objects that carry no program state worth keeping, only a resource: running
+# the assignment that made them again gives an equivalent one. Anything else
+# that cannot be pickled (a closure, a generator, a hash object, an instance
+# holding a lock) has state a new one would lose: resume refuses instead.
+_REBUILDABLE_MODULES = (
+    "_thread",
+    "threading",
+    "concurrent.futures",
+    "multiprocessing",
+    "queue",
+    "tqdm",
+    "torch.utils.tensorboard",
+    "tensorboardX",
+    "matplotlib",
+    "wandb",
+)
+
+
+def _rebuildable_kind(value) -> bool:
+    module = type(value).__module__ or ""
+    if module == "queue" and getattr(value, "qsize", lambda: 1)() != 0:
+        return False  # a queue with items in it holds state
+    return any(module == m or module.startswith(m + ".") for m in _REBUILDABLE_MODULES)
+
+
 class Session:
     def __init__(self, plan: Plan, options: Options, module: types.ModuleType, script: Path, source: str):
         self.plan = plan
@@ -154,7 +179,7 @@ class Session:
         created by a plain assignment at the top of its body that resume can run
         again; None if there is none (or the value is a generator, which a new
         run of the assignment would restart)."""
-        if isinstance(value, types.GeneratorType):
+        if not _rebuildable_kind(value):
             return None
         if frame_key is None:
             root, base = self.tree, ()

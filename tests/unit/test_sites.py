@@ -69,3 +69,17 @@ def test_copies_of_a_loop_in_a_continuation_each_get_their_own_jumps():
     peeled, resumed = sorted(inner, key=lambda s: s.enclosing[0].iterator.global_name is None)
     assert peeled.enclosing[0].iterator.global_name == cont.iterator_global("body.1")
     assert resumed.enclosing[0].iterator.stack_slot == 0
+
+
+def test_a_long_loop_body_is_found_too():
+    """A long body makes FOR_ITER jump far: it gets an EXTENDED_ARG prefix,
+    and the loop's backward jump lands on the prefix."""
+    body = "\n".join(f"        x{i} = epoch + {i}" for i in range(120))
+    source = f"def f():\n    for epoch in range(3):\n{body}\n        for k in range(2):\n            pass\n"
+    tree = annotate_paths(ast.parse(source))
+    code = compile(tree, "long.py", "exec").co_consts[0]
+    sites = analyze(code, tree.body[0])
+    assert {s.path for s in sites.back_edges.values()} == {
+        (("body", 0), ("body", 0)),
+        (("body", 0), ("body", 0), ("body", 120)),
+    }

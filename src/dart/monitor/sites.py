@@ -225,6 +225,12 @@ def analyze(code: CodeType, tree: ast.AST, module: str = "__main__", root: ast.M
             sites.loops[site.path] = sites.loops.get(site.path, ()) + (site,)
             if offset is not None:
                 offset_to_for[offset] = site
+                # A loop body long enough for a big jump gives FOR_ITER an
+                # EXTENDED_ARG prefix; backward jumps land on the prefix.
+                i = index_of[offset]
+                while i > 0 and instructions[i - 1].opname == "EXTENDED_ARG":
+                    i -= 1
+                    offset_to_for[instructions[i].offset] = site
             if isinstance(node, ast.While):
                 whiles.setdefault(_pos_key(node.test), []).append((node, site))
         elif isinstance(node, ast.For) and isinstance(role, tuple) and role[0] == "peeled":

@@ -30,6 +30,7 @@ Path = tuple[tuple[str, int], ...]
 
 ONE_NAME = "__dart_one__"  # a global holding (None,): the one-shot loop's iterable
 RECREATE_NAME = "__dart_recreate__"  # global: __dart_recreate__(key, thunk) -> the loop's iterator
+REENTER_NAME = "__dart_reenter__"  # global: __dart_reenter__(saved, fresh) -> a with block's manager
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,9 @@ class _Builder:
         tail = [copy.deepcopy(s) for s in stmts[index + 1 :]]
         if not rest:
             if self.kind == "before":
-                return [copy.deepcopy(node)] + tail
+                again = copy.deepcopy(node)
+                again._dart_resumed = True  # entered already (for a caller: re-entering its call)
+                return [again] + tail
             return self.restored_loop(node, top=True) + tail
         return self.inside(node, rest) + tail
 
@@ -131,7 +134,7 @@ class _Builder:
         if isinstance(node, ast.If):
             return inner
         if isinstance(node, ast.With):
-            return [ast.copy_location(ast.With(items=copy.deepcopy(node.items), body=inner), node)]
+            return [ast.copy_location(ast.With(items=[self.reentered(i) for i in node.items], body=inner), node)]
         if isinstance(node, ast.Try | ast.TryStar):
             if field == "body":
                 kind = type(node)
@@ -152,6 +155,30 @@ class _Builder:
         raise ResumeError(
             f"dart cannot continue inside the {type(node).__name__} statement at line {node.lineno}"
         )
+
+    @staticmethod
+    def reentered(item: ast.withitem) -> ast.withitem:
+        """``with open(p, "w") as f`` must not run ``open`` again (it would
+        empty the file): reuse the saved ``f`` when it is an open file
+        (``__dart_reenter__`` decides at run time), else evaluate it anew."""
+        item = copy.deepcopy(item)
+        target = item.optional_vars
+        if not isinstance(target, (ast.Name, ast.Attribute)):
+            return item
+        saved = copy.deepcopy(target)
+        for sub in ast.walk(saved):
+            if hasattr(sub, "ctx"):
+                sub.ctx = ast.Load()
+        no_args = ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[])
+        call = ast.Call(
+            func=ast.Name(id=REENTER_NAME, ctx=ast.Load()),
+            args=[ast.Lambda(args=no_args, body=saved), ast.Lambda(args=copy.deepcopy(no_args), body=item.context_expr)],
+            keywords=[],
+        )
+        for node in (call, call.func, *call.args):
+            ast.copy_location(node, item.context_expr)
+        item.context_expr = call
+        return item
 
     @staticmethod
     def _with_finally(node, inner: list) -> list:

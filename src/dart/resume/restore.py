@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import io
 import logging
 import sys
 import types
@@ -41,6 +42,19 @@ def _recreator(saved: dict):
         return _native.CountingIterator(iterator, loop.count, loop.entry)
 
     return recreate
+
+
+def _reenter(saved, fresh):
+    """``__dart_reenter__``: the saved object of a ``with ... as x`` on the
+    path if it is an open file (reopened at its committed length), else a new
+    manager from the statement's own expression."""
+    try:
+        value = saved()
+    except Exception:
+        value = None
+    if isinstance(value, io.IOBase) and not value.closed:
+        return value
+    return fresh()
 
 
 def _resolve_function(namespace: dict, qualname: str):
@@ -134,6 +148,7 @@ def prepare(session) -> tuple[types.CodeType, ast.Module]:
             namespace[cont.iterator_global(key)] = iterator
     namespace[cont.ONE_NAME] = (None,)
     namespace[cont.RECREATE_NAME] = _recreator(saved_loops)
+    namespace[cont.REENTER_NAME] = _reenter
     session.monitor.watch(prologue_code, prologue, session.tree)  # the functions it defined
     session.monitor.watch_new_modules()  # and the user modules it imported
     _arm_function_frames(session, commit, roots.get("frames", []))
@@ -213,6 +228,7 @@ def _arm_function_frames(session, commit: dict, frame_locals: list[dict]) -> Non
         cont.LOCALS_NAME: saved_locals,
         cont.ONE_NAME: (None,),
         cont.RECREATE_NAME: main[cont.RECREATE_NAME],
+        cont.REENTER_NAME: _reenter,
     }
     helpers.update({k: v for k, v in main.items() if k.startswith("__dart_iter_")})
     main.update(helpers)
