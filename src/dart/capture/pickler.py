@@ -38,16 +38,15 @@ def _rebuild_view(base, offset: int, shape, strides, dtype, writeable: bool):
     return view
 
 
-def _reopen(name: str, mode: str, encoding, newline, position, binary: bool):
-    """A file as it was at the commit: reopened, and cut back to the length it
-    had then if the program writes it (so writes after the commit vanish)."""
+def _reopen(name: str, mode: str, encoding, newline, position, binary: bool, size: int | None = None):
+    """A file as it was at the commit: reopened, and cut back to the size it had
+    on disk then if the program writes it (so writes after the commit vanish).
+    Never extended: every object on one path recorded the same size."""
     writing = any(c in mode for c in "wax+")
     if writing:
-        raw_mode = "r+b"
-        with open(name, "ab"):
-            pass  # exists again if it was removed
-        with open(name, raw_mode) as f:
-            f.truncate(position)
+        with open(name, "ab") as f:  # exists again if it was removed
+            if size is not None and f.seek(0, os.SEEK_END) > size:
+                f.truncate(size)
         reopen_mode = mode.replace("w", "a").replace("x", "a")
     else:
         reopen_mode = mode
@@ -66,8 +65,9 @@ def _closed_file(binary: bool):
 
 
 def _file_state(f):
-    """(name, mode, encoding, newline, position, binary) of a real, open file
-    object, or None for anything else (sockets, pipes, closed or unnamed files)."""
+    """(name, mode, encoding, newline, position, binary, size on disk) of a
+    real, open file object (flushed first), or None for anything else (sockets,
+    pipes, closed or unnamed files)."""
     name = getattr(f, "name", None)
     mode = getattr(f, "mode", None)
     if not isinstance(name, str) or not isinstance(mode, str) or f.closed:
@@ -81,7 +81,11 @@ def _file_state(f):
     binary = isinstance(f, (io.BufferedIOBase, io.RawIOBase))
     encoding = getattr(f, "encoding", None)
     newline = None
-    return name, mode, encoding, newline, position, binary
+    try:
+        size = os.fstat(f.fileno()).st_size
+    except (OSError, ValueError):
+        size = None
+    return name, mode, encoding, newline, position, binary, size
 
 
 def _root_array(array):
