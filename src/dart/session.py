@@ -249,6 +249,7 @@ class Session:
         state = {
             "module": spot.sites.module if spot.sites is not None else "__main__",
             "anchors": anchors,
+            "route": spot.route,
             "qualname": spot.qualname,
             "def": [list(p) for p in spot.def_path] if spot.def_path is not None else None,
             "kind": spot.kind,

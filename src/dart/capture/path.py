@@ -36,6 +36,9 @@ class FrameSpot:
     path: tuple
     line: int
     loops: tuple[LoopSite, ...]
+    # For a decorator wrapper written in user code (a closure): the qualname of
+    # the function it decorates, where resume finds the wrapper object again.
+    route: str | None = None
 
     @property
     def qualname(self) -> str:
@@ -88,6 +91,16 @@ def _wraps(frame: FrameType, callee: CodeType) -> bool:
     return False
 
 
+def _wrapper_spot(frame: FrameType, sites: CodeSites, decorated: str) -> FrameSpot | None:
+    """The spot of a wrapper closure suspended in a plain call, or None."""
+    stmt = innermost_statement(sites.tree, frame.f_code, frame.f_lasti)
+    pos = list(frame.f_code.co_positions())[frame.f_lasti // 2]
+    if call_on_path(stmt, pos) is None or "<locals>" in decorated:
+        return None
+    path = stmt._dart_path
+    return FrameSpot(frame, sites, "before", path, stmt.lineno, sites.statement_loops.get(path, ()), route=decorated)
+
+
 def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, CodeSites]) -> list[FrameSpot]:
     """The spots from the main module down to ``innermost`` (in ``frame``)."""
     spots = [innermost]
@@ -96,16 +109,23 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
     if "<locals>" in frame.f_code.co_qualname:
         raise NotContinuable("functions defined inside other functions cannot be resumed yet")
     callee, caller = frame, frame.f_back
+    decorated = frame.f_code.co_qualname
     while caller is not None:
         sites = watched.get(caller.f_code)
         if sites is None or "<locals>" in caller.f_code.co_qualname:
-            # Library code, or a closure of the script (it cannot be resumed
-            # itself): fine if it is a wrapper that re-running the call re-enters.
+            # Library code, or a closure of the script: fine if it is a wrapper
+            # holding the function it calls (a decorator).
             if not _wraps(caller, callee.f_code):
                 raise NotContinuable(
                     f"{callee.f_code.co_qualname}() is called by {caller.f_code.co_qualname}() "
                     f"({caller.f_code.co_filename}), which dart cannot continue"
                 )
+            wrapper = _wrapper_spot(caller, sites, decorated) if sites is not None else None
+            if wrapper is not None:
+                # A wrapper in user code resumes as a frame of its own, so its
+                # code before the call does not run twice. A library wrapper
+                # (torch.no_grad) is re-entered by re-running the call.
+                spots.append(wrapper)
             callee, caller = caller, caller.f_back
             continue
         stmt = innermost_statement(sites.tree, caller.f_code, caller.f_lasti)
@@ -119,6 +139,7 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
         if any(spot.frame is not None and spot.frame.f_code is caller.f_code for spot in spots):
             raise NotContinuable(f"{caller.f_code.co_qualname}() is on the call path twice (recursion)")
         spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.statement_loops.get(path, ())))
+        decorated = caller.f_code.co_qualname
         if sites.def_path is None:
             spots.reverse()
             return spots

@@ -57,17 +57,19 @@ def _reenter(saved, fresh):
     return fresh()
 
 
-def _resolve_function(namespace: dict, qualname: str):
+def _resolve_function(namespace: dict, qualname: str, route: str | None = None):
     """The live function object for ``qualname`` (methods and decorated
-    functions included: decorators made with functools.wraps are looked through)."""
+    functions included: decorators made with functools.wraps are looked
+    through). A decorator's wrapper is found through ``route``, the name of the
+    function it decorates."""
     import inspect
 
-    if "<locals>" in qualname:
+    if "<locals>" in qualname and route is None:
         raise ResumeError(
             f"cannot resume inside {qualname}(): functions defined inside other functions "
             "cannot be resumed yet. Run again with --fresh to start over."
         )
-    parts = qualname.split(".")
+    parts = (route or qualname).split(".")
     obj = namespace.get(parts[0])
     try:
         for part in parts[1:]:
@@ -236,7 +238,7 @@ def _arm_function_frames(session, commit: dict, frame_locals: list[dict]) -> Non
         name = frame.get("module", "__main__")
         namespace, tree, filename = _module_source(session, name, frame["qualname"])
         namespace.update(helpers)
-        function = _resolve_function(namespace, frame["qualname"])
+        function = _resolve_function(namespace, frame["qualname"], frame.get("route"))
         freevars = function.__code__.co_freevars
         try:
             rebuild = commit.get("rebuild", {}).get(str(index), {})
