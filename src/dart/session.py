@@ -342,7 +342,7 @@ class Session:
             after = position_after(sites.root, stmt._dart_path) if isinstance(stmt, ast.Expr) else None
             if after is not None and after[0] in ("before", "loop") and call_statement(stmt) is not None:
                 kind, path = after
-                around = sites.statement_loops.get(stmt._dart_path, ())
+                around = sites.loops_at(frame.f_lasti)
                 depth = len(path) if kind == "loop" else len(path) - 1
                 loops = tuple(l for l in around if len(l.path) <= depth and path[: len(l.path)] == l.path)
                 line = node_at(sites.root, path).lineno if path else frame.f_lineno

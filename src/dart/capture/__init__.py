@@ -74,9 +74,16 @@ class Capturer:
         "type: reason" and info["rebuilt"] maps frame index (0: globals) to the
         names resume must rebuild."""
         program = {n: v for n, v in namespace.items() if self.is_program_global(n) and not self._known_bad(None, n, v)}
-        frames = [
-            {n: v for n, v in local_vars.items() if not self._known_bad(key, n, v)} for key, local_vars in frame_locals
-        ]
+        frames = []
+        for key, local_vars in frame_locals:
+            kept = {}
+            for name, value in local_vars.items():
+                if not self._known_bad(key, name, value):
+                    kept[name] = value
+                elif self.skipped[(key, name)][3] is None:  # known, and nothing can rebuild it
+                    known = self.skipped[(key, name)]
+                    raise UnsavableIterator({f"local variable '{name}' of {key}()": f"{known[1]}: {known[2]}"})
+            frames.append(kept)
         roots = {"globals": program, "iterators": iterators, "frames": frames, "hidden": capture_hidden()}
         try:
             stream, buffers = pickler.dumps(roots, main_module=self.main)

@@ -97,8 +97,7 @@ def _wrapper_spot(frame: FrameType, sites: CodeSites, decorated: str) -> FrameSp
     pos = list(frame.f_code.co_positions())[frame.f_lasti // 2]
     if call_on_path(stmt, pos) is None or "<locals>" in decorated:
         return None
-    path = stmt._dart_path
-    return FrameSpot(frame, sites, "before", path, stmt.lineno, sites.statement_loops.get(path, ()), route=decorated)
+    return FrameSpot(frame, sites, "before", stmt._dart_path, stmt.lineno, sites.loops_at(frame.f_lasti), route=decorated)
 
 
 def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, CodeSites]) -> list[FrameSpot]:
@@ -138,7 +137,7 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
         path = stmt._dart_path
         if any(spot.frame is not None and spot.frame.f_code is caller.f_code for spot in spots):
             raise NotContinuable(f"{caller.f_code.co_qualname}() is on the call path twice (recursion)")
-        spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.statement_loops.get(path, ())))
+        spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.loops_at(caller.f_lasti)))
         decorated = caller.f_code.co_qualname
         if sites.def_path is None:
             spots.reverse()

@@ -54,8 +54,6 @@ class CodeSites:
     # offset of the first instruction of each top-level statement -> (path, line)
     statement_entries: dict[int, tuple[Path, int]] = field(default_factory=dict)
     loops: dict[Path, tuple[LoopSite, ...]] = field(default_factory=dict)  # all copies of each loop
-    # original statement path -> the loops around it in this code, outermost first
-    statement_loops: dict[Path, tuple[LoopSite, ...]] = field(default_factory=dict)
     tree: ast.AST | None = None  # the Module, or the FunctionDef of a function's code
     def_path: Path | None = None  # path of the function's def statement (None: module code)
     module: str = "__main__"  # the module whose source ``root`` is
@@ -71,6 +69,18 @@ class CodeSites:
         return self.depths[self._offsets[index]] if index >= 0 else -1
 
     _offsets: list[int] | None = field(default=None, repr=False)
+    # (first, last offset, loop): the bytecode of each copy of each loop
+    loop_ranges: list[tuple[int, int, LoopSite]] = field(default_factory=list)
+
+    def loops_at(self, offset: int) -> tuple[LoopSite, ...]:
+        """The loops around the instruction at ``offset``, outermost first. By
+        offset, not by statement: a continuation holds several copies of a
+        statement, inside different copies of its loops."""
+        around = [(last - first, site) for first, last, site in self.loop_ranges if first <= offset <= last]
+        if not around:
+            return ()
+        site = min(around, key=lambda pair: pair[0])[1]
+        return (*site.enclosing, site)
 
 
 def annotate_paths(tree: ast.Module) -> ast.Module:
@@ -196,6 +206,17 @@ def analyze(code: CodeType, tree: ast.AST, module: str = "__main__", root: ast.M
         return instructions[i].offset
 
     offset_to_for: dict[int, LoopSite] = {}
+
+    def jumps_land_on(for_iter: int, site: LoopSite) -> None:
+        offset_to_for[for_iter] = site
+        sites.loop_ranges.append((for_iter, instructions[index_of[for_iter]].argval, site))
+        # A loop body long enough for a big jump gives FOR_ITER an
+        # EXTENDED_ARG prefix; backward jumps land on the prefix.
+        i = index_of[for_iter]
+        while i > 0 and instructions[i - 1].opname == "EXTENDED_ARG":
+            i -= 1
+            offset_to_for[instructions[i].offset] = site
+
     whiles: dict[tuple, list[tuple[ast.While, LoopSite]]] = {}
     continues: dict[tuple, list[LoopSite | None]] = {}
 
@@ -224,13 +245,7 @@ def analyze(code: CodeType, tree: ast.AST, module: str = "__main__", root: ast.M
             )
             sites.loops[site.path] = sites.loops.get(site.path, ()) + (site,)
             if offset is not None:
-                offset_to_for[offset] = site
-                # A loop body long enough for a big jump gives FOR_ITER an
-                # EXTENDED_ARG prefix; backward jumps land on the prefix.
-                i = index_of[offset]
-                while i > 0 and instructions[i - 1].opname == "EXTENDED_ARG":
-                    i -= 1
-                    offset_to_for[instructions[i].offset] = site
+                jumps_land_on(offset, site)
             if isinstance(node, ast.While):
                 whiles.setdefault(_pos_key(node.test), []).append((node, site))
         elif isinstance(node, ast.For) and isinstance(role, tuple) and role[0] == "peeled":
@@ -245,8 +260,12 @@ def analyze(code: CodeType, tree: ast.AST, module: str = "__main__", root: ast.M
                 enclosing=enclosing,
                 target=target,
             )
-        if isinstance(node, ast.stmt) and hasattr(node, "_dart_path"):
-            sites.statement_loops.setdefault(node._dart_path, enclosing)
+            # The one-shot loop's own backward jump ends the loop's current
+            # iteration: a safe point like the loop's own.
+            copies = for_iters.get(compat.for_iter_position(node))
+            offset = copies.pop(0) if copies else None
+            if offset is not None:
+                jumps_land_on(offset, site)
         if isinstance(node, ast.Continue):
             continues.setdefault(_pos_key(node), []).append(enclosing[-1] if enclosing else None)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
@@ -274,7 +293,8 @@ def analyze(code: CodeType, tree: ast.AST, module: str = "__main__", root: ast.M
         src, dst = ins.offset, ins.argval
         site = offset_to_for.get(dst)
         if site is not None:
-            if site.iterator.stack_slot is not None:
+            known = site.iterator is None or site.iterator.stack_slot is not None or site.iterator.global_name
+            if known:
                 sites.back_edges[(src, dst)] = site
             continue
         pos = tuple(pos_of(src))
@@ -289,6 +309,9 @@ def analyze(code: CodeType, tree: ast.AST, module: str = "__main__", root: ast.M
         if len(edges) == len(whiles[key]):
             for edge, (_, site) in zip(sorted(edges), whiles[key]):
                 sites.back_edges[edge] = site
+    for site in {id(s): s for s in sites.back_edges.values() if s.kind == "while"}.values():
+        edges = [e for e, s in sites.back_edges.items() if s is site]
+        sites.loop_ranges.append((min(dst for _, dst in edges), max(src for src, _ in edges), site))
     for key, edges in by_continue.items():
         owners = continues[key]
         if len(edges) == len(owners):
