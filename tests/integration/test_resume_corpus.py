@@ -2,12 +2,15 @@
 (tests/scripts/corpus), each SIGKILLed at several seeded points under dart and
 run again with the same command.
 
-For every kill point: the killed and the resumed stdout concatenate to the
-uninterrupted (plain python) stdout, with at most the lines of the iteration
-in flight printed again under ``--every 0`` (for a time interval, whatever was
-done since the last durable commit may run again); the files the script writes
-end byte-identical; the final ``sha256`` line (model, optimizer, array and
-random state) is the same.
+Per script, a chain of kills under ``--every 0`` (5 kills, one of them while a
+commit is being written) and one under ``--every 0.3`` (2 kills): each run after
+a kill resumes from the newest durable commit and is itself killed later on,
+until the last run finishes. The outputs of all runs join into the
+uninterrupted (plain python) stdout, with at most the lines of the iteration in
+flight printed again after each kill under ``--every 0`` (for a time interval,
+whatever was done since the last durable commit may run again); the files the
+script writes end byte-identical; the final ``sha256`` line (model, optimizer,
+array and random state) is the same.
 
 Also: resuming after the script folder and the store were copied elsewhere,
 and a script that dies from an exception, is fixed, and is run again.
@@ -18,13 +21,17 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from conftest import (
+    DEADLINE,
     SCRIPTS,
+    Result,
     check_resumed,
     child_env,
     dart_cmd,
@@ -38,14 +45,16 @@ pytestmark = pytest.mark.slow
 
 CORPUS = SCRIPTS / "corpus"
 
-#: Kill points per script under --every 0 (one of them lands while a commit is written).
+#: Kills per script under --every 0 (one of them lands while a commit is written).
+#: The kills form a chain (kill, resume and kill that run later on, ...) so that
+#: torch's import time is paid once per kill point, not twice.
 EVERY_0_KILLS = 5
-#: Index (among the --every 0 kill points) of the kill that lands mid-commit.
+#: Index (in that chain) of the kill that lands mid-commit.
 MID_COMMIT_KILL = 3
-#: The time interval of the second series of kills.
+#: Seconds the flusher sleeps between a commit's objects and its record for that kill.
+FLUSH_DELAY = "0.2"
+#: The time interval of the second chain of kills.
 INTERVAL = "0.3"
-#: Seconds the flusher sleeps between a commit's objects and its record for the mid-commit kill.
-FLUSH_DELAY = "0.3"
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,7 @@ CASES = [
     Case("log_append", "log_append.py"),
     Case("metrics_csv", "metrics_csv.py"),
     Case("try_except", "try_except.py", repeat=3),
-    Case("stateful_helpers", "stateful_helpers.py", repeat=2),
+    Case("stateful_helpers", "stateful_helpers.py"),
     Case("fix_and_resume", "fix_and_resume.py", repeat=2),
 ]
 BY_ID = {case.id: case for case in CASES}
@@ -106,7 +115,7 @@ def snapshot(folder: Path, skip=(STORE,)) -> dict[str, bytes]:
     files = {}
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
-        if rel.parts[0] in skip or path.name.startswith(".stderr.") or not path.is_file():
+        if rel.parts[0] in skip or path.name.startswith((".stderr.", ".stdout.")) or not path.is_file():
             continue
         files[str(rel)] = path.read_bytes()
     return files
@@ -133,6 +142,42 @@ def orphan_objects(store: Path) -> set[str]:
     return present - named
 
 
+def kill_when(cmd, cwd: Path, condition, env=None, timeout: float = DEADLINE) -> Result:
+    """Run ``cmd`` and SIGKILL it as soon as ``condition()`` (polled every 5 ms) is true."""
+    out_path = cwd / f".stdout.{time.monotonic_ns()}"
+    err_path = cwd / f".stderr.{time.monotonic_ns()}"
+    started = time.monotonic()
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env or child_env(), stdout=out, stderr=err)
+        landed = False
+        while proc.poll() is None and time.monotonic() - started < timeout:
+            if condition():
+                landed = True
+                break
+            time.sleep(0.005)
+        proc.kill()
+        proc.wait()
+    result = Result(cmd, proc.returncode, out_path.read_text(), err_path.read_text(), killed=landed)
+    out_path.unlink()
+    err_path.unlink()
+    assert landed, "the kill point never came\n" + result.describe()
+    return result
+
+
+def kill_mid_commit(cmd, cwd: Path, store: Path) -> Result:
+    """Run ``cmd`` with a slowed-down flusher and SIGKILL it as soon as a commit's
+    objects are in the store but its record is not (a commit being written)."""
+    before = orphan_objects(store) if (store / "commits").is_dir() else set()
+    env = child_env(DART_TEST_FLUSH_DELAY=FLUSH_DELAY)
+    result = kill_when(cmd, cwd, lambda: (store / "objects").is_dir() and bool(orphan_objects(store) - before), env)
+    assert orphan_objects(store) - before, "the kill did not land while a commit was being written"
+    return result
+
+
+def commit_count(store: Path) -> int:
+    return len(list((store / "commits").glob("*.json")))
+
+
 @dataclass
 class Reference:
     lines: list[str]
@@ -157,100 +202,118 @@ def corpus_reference(tmp_path_factory):
     return get
 
 
-def kill_points(case: Case, reference: list[str], fractions) -> list[tuple[int, float]]:
-    """(after_lines, extra_delay) pairs, seeded by the case: spread over the run."""
-    rnd = random.Random(f"{case.id}:{fractions}")
-    last = len(reference) - 2  # the kill must land before the final lines
-    points = []
-    for fraction in fractions:
-        jittered = min(max(fraction + rnd.uniform(-0.06, 0.06), 0.0), 1.0)
-        k = min(max(1, round(jittered * last)), last)
-        points.append((k, rnd.uniform(0.0, 0.03)))
-    return points
-
-
 def resume(cmd, cwd, store: Path, env=None):
     """Run ``cmd`` again: it must say it resumes from the newest durable commit."""
     commits = dart_log(store, cwd)
     resumed = run(cmd, cwd=cwd, env=env)
-    if commits:
-        assert "dart: resuming run" in resumed.stderr, resumed.describe()
-        assert f"from commit {commits[0]['id'][:12]}" in resumed.stderr, (
-            f"did not resume from the newest durable commit {commits[0]['id'][:12]} "
-            f"({commits[0]['position']})\n" + resumed.describe()
-        )
+    assert_resumed_from_newest(commits, resumed)
     return resumed
 
 
-def matching_prefix(reference: list[str], killed: list[str], resumed: list[str]) -> int:
-    """Some m with killed[:m] + resumed == reference (the largest), or fail."""
-    assert killed == reference[: len(killed)], "the killed run printed something else than the reference"
-    for m in range(len(killed), -1, -1):
-        if killed[:m] + resumed == reference:
-            return m
-    pytest.fail(
-        "killed + resumed output is not the uninterrupted output\n=== killed ===\n"
-        + "\n".join(killed)
-        + "\n=== resumed ===\n"
-        + "\n".join(resumed)
-        + "\n=== reference ===\n"
-        + "\n".join(reference)
-    )
+def assert_resumed_from_newest(commits, result) -> None:
+    if commits:
+        assert "dart: resuming run" in result.stderr, result.describe()
+        assert f"from commit {commits[0]['id'][:12]}" in result.stderr, (
+            f"did not resume from the newest durable commit {commits[0]['id'][:12]} "
+            f"({commits[0]['position']})\n" + result.describe()
+        )
+
+
+def describe_chain(reference, runs) -> str:
+    text = ""
+    for i, res in enumerate(runs):
+        text += f"\n=== run {i} ===\n{res.describe()}"
+    return text + "\n=== reference ===\n" + "\n".join(reference)
+
+
+def continue_output(case, reference, so_far, lines, max_repeat: bool, runs) -> list[str]:
+    """``so_far[:m] + lines`` for the largest m that keeps it a prefix of the
+    reference; under --every 0 at most the iteration in flight may repeat."""
+    for m in range(len(so_far), -1, -1):
+        joined = so_far[:m] + lines
+        if joined == reference[: len(joined)]:
+            repeated = len(so_far) - m
+            allowed = case.max_repeat(reference, len(so_far))
+            if max_repeat:
+                assert repeated <= allowed, (
+                    f"{repeated} lines were printed again after resuming (at most {allowed} allowed)"
+                    + describe_chain(reference, runs)
+                )
+            return joined
+    pytest.fail("the runs' outputs do not concatenate to the uninterrupted output" + describe_chain(reference, runs))
+
+
+def kill_chain(case: Case, ref: Reference, tmp_path: Path, every: str, kills: int, mid_commit: int | None):
+    """Run the case under dart, SIGKILL it after a seeded number of lines, run the
+    same command again (it resumes), kill that one later on, and so on ``kills``
+    times; then let the last run finish. Every run after the first must resume
+    from the newest durable commit, and the outputs must join into the reference."""
+    store = tmp_path / STORE
+    cmd = dart_cmd(case.path(), *case.args, store=store, every=every)
+    rnd = random.Random(f"{case.id}:{every}:{kills}")
+    last = len(ref.lines) - 3  # every kill lands before the final lines
+    so_far: list[str] = []
+    runs = []
+    for i in range(kills):
+        target = round(last * (i + 0.5 + rnd.uniform(-0.3, 0.3)) / kills)
+        commits = dart_log(store, tmp_path) if i else []
+        if i == mid_commit:
+            # The flusher sleeps between a commit's objects and its record; the
+            # kill lands in that window.
+            killed = kill_mid_commit(cmd, tmp_path, store)
+        else:
+            after = max(1, target - len(so_far))
+            killed = run_and_kill(cmd, tmp_path, after_lines=after, extra_delay=rnd.uniform(0.0, 0.03))
+        runs.append(killed)
+        assert_resumed_from_newest(commits, killed)
+        so_far = continue_output(case, ref.lines, so_far, killed.lines, every == "0", runs)
+    final = resume(cmd, tmp_path, store)
+    runs.append(final)
+    assert final.returncode == 0, describe_chain(ref.lines, runs)
+    assert final.lines and final.lines[-1] == ref.lines[-1], "final state differs" + describe_chain(ref.lines, runs)
+    joined = continue_output(case, ref.lines, so_far, final.lines, every == "0", runs)
+    assert joined == ref.lines, "the output stops short of the uninterrupted output" + describe_chain(ref.lines, runs)
+    assert_same_files(ref.files, tmp_path)
 
 
 # ---------------------------------------------------------------------------- kill and resume
 
 
-def every_0_params():
-    for case in CASES:
-        for point in range(EVERY_0_KILLS):
-            yield pytest.param(case.id, point, id=f"{case.id}-k{point}")
+@pytest.mark.parametrize("case_id", [case.id for case in CASES])
+def test_kill_and_resume_every_0(tmp_path, corpus_reference, case_id):
+    """--every 0: each commit is durable before the program goes on, so each of the
+    kills repeats at most the iteration in flight; one kill lands mid-commit."""
+    case = BY_ID[case_id]
+    kill_chain(case, corpus_reference(case), tmp_path, "0", EVERY_0_KILLS, MID_COMMIT_KILL)
 
 
-@pytest.mark.parametrize("case_id, point", list(every_0_params()))
-def test_kill_and_resume_every_0(tmp_path, corpus_reference, case_id, point):
-    """--every 0: each commit is durable before the program goes on, so a kill
-    repeats at most the iteration in flight."""
+@pytest.mark.parametrize("case_id", [case.id for case in CASES])
+def test_kill_and_resume_time_interval(tmp_path, corpus_reference, case_id):
+    """--every 0.3: a kill may repeat the work since the last durable commit; the
+    outputs still join into the uninterrupted output, state bit-identical."""
+    case = BY_ID[case_id]
+    kill_chain(case, corpus_reference(case), tmp_path, INTERVAL, case.interval_kills, None)
+
+
+@pytest.mark.parametrize("case_id", ["early_stopping", "stateful_helpers"])
+def test_killed_right_after_the_first_commit_of_a_resumed_run(tmp_path, corpus_reference, case_id):
+    """Kill, resume, and kill the resumed run as soon as it has made its first
+    durable commit: the next run still repeats at most the iteration in flight."""
     case = BY_ID[case_id]
     ref = corpus_reference(case)
-    fractions = tuple((i + 0.5) / EVERY_0_KILLS for i in range(EVERY_0_KILLS))
-    after, delay = kill_points(case, ref.lines, fractions)[point]
     store = tmp_path / STORE
     cmd = dart_cmd(case.path(), *case.args, store=store, every="0")
-    if point == MID_COMMIT_KILL:
-        killed = run_and_kill(
-            cmd, tmp_path, env=child_env(DART_TEST_FLUSH_DELAY=FLUSH_DELAY), after_lines=after, extra_delay=0.15
-        )
-        assert orphan_objects(store), "the kill did not land while a commit was being written"
-    else:
-        killed = run_and_kill(cmd, tmp_path, after_lines=after, extra_delay=delay)
-    resumed = resume(cmd, tmp_path, store)
-    check_resumed(ref.lines, killed, resumed, case.max_repeat(ref.lines, len(killed.lines)))
-    assert_same_files(ref.files, tmp_path)
-
-
-def interval_params():
-    for case in CASES:
-        for point in range(case.interval_kills):
-            yield pytest.param(case.id, point, id=f"{case.id}-k{point}")
-
-
-@pytest.mark.parametrize("case_id, point", list(interval_params()))
-def test_kill_and_resume_time_interval(tmp_path, corpus_reference, case_id, point):
-    """--every 0.3: a kill may repeat the work since the last durable commit;
-    killed + resumed is still the uninterrupted output, state bit-identical."""
-    case = BY_ID[case_id]
-    ref = corpus_reference(case)
-    fractions = tuple((i + 0.5) / case.interval_kills for i in range(case.interval_kills))
-    after, delay = kill_points(case, ref.lines, fractions)[point]
-    store = tmp_path / STORE
-    cmd = dart_cmd(case.path(), *case.args, store=store, every=INTERVAL)
-    killed = run_and_kill(cmd, tmp_path, after_lines=after, extra_delay=delay)
-    resumed = resume(cmd, tmp_path, store)
-    assert resumed.returncode == 0, resumed.describe()
-    assert resumed.lines and resumed.lines[-1] == ref.lines[-1], "final state differs\n" + resumed.describe()
-    matching_prefix(ref.lines, killed.lines, resumed.lines)
-    assert_same_files(ref.files, tmp_path)
+    first = run_and_kill(cmd, tmp_path, after_lines=len(ref.lines) // 3, extra_delay=0.01)
+    runs = [first]
+    so_far = continue_output(case, ref.lines, [], first.lines, True, runs)
+    count = commit_count(store)
+    second = kill_when(cmd, tmp_path, lambda: commit_count(store) > count)
+    runs.append(second)
+    so_far = continue_output(case, ref.lines, so_far, second.lines, True, runs)
+    final = resume(cmd, tmp_path, store)
+    runs.append(final)
+    assert final.returncode == 0, describe_chain(ref.lines, runs)
+    assert continue_output(case, ref.lines, so_far, final.lines, True, runs) == ref.lines
 
 
 # ---------------------------------------------------------------------------- copied elsewhere
@@ -346,10 +409,9 @@ def test_flaky_failure_then_resume(tmp_path, corpus_reference):
     assert_same_files(ref.files, tmp_path)
 
 
-def test_edit_on_the_saved_path_is_refused(tmp_path, corpus_reference):
+def test_edit_on_the_saved_path_is_refused(tmp_path):
     """Renaming the function the saved path runs through: dart cannot identify the
     frame, says which one and suggests --fresh instead of continuing wrongly."""
-    ref = corpus_reference(FIX)
     target = break_script(tmp_path / "code", "lr = lr * 0.7", "lr = lr * decay")
     store = tmp_path / STORE
     cmd = dart_cmd(target, store=store, every="0")

@@ -69,6 +69,10 @@ def test_copies_of_a_loop_in_a_continuation_each_get_their_own_jumps():
     peeled, resumed = sorted(inner, key=lambda s: s.enclosing[0].iterator.global_name is None)
     assert peeled.enclosing[0].iterator.global_name == cont.iterator_global("body.1")
     assert resumed.enclosing[0].iterator.stack_slot == 0
+    # The end of the interrupted outer iteration (the one-shot loop's jump) and
+    # the outer loop going on both end an iteration of the outer loop.
+    outer = [s for s in sites.back_edges.values() if s.path == (("body", 1),)]
+    assert {s.iterator.global_name is not None for s in outer} == {True, False}
 
 
 def test_a_long_loop_body_is_found_too():

@@ -1,13 +1,14 @@
 """The monitor: sys.monitoring events on user code, turned into safe points.
 
-One tool id for all of dart. LINE and JUMP events are switched on per code
-object (the main script's module code), never globally. The callbacks are C
-(``dart._monitor``); between commits they return DISABLE, so each location
-costs one C call per commit interval. Between commits the events are switched off
+One tool id for all of dart. Events are set per code object of user code (the
+main script, and the functions of user modules), never globally: LINE on the
+main script's module code (statement entries), JUMP on code with loops
+(iteration ends), and LINE + BRANCH on code with tracked loops. The callbacks
+are C (``dart._monitor``). Between commits the events are switched off
 altogether (instrumented code runs slower even with every location disabled).
-When a commit falls due, a timer thread marks it due and switches the events of
-the watched code objects back on; the next safe point the program reaches then
-commits through the handler the session gave.
+When a commit falls due, a timer thread marks it due and switches them back on;
+a location that is not a safe point then returns DISABLE in C, and the next
+safe point the program reaches commits through the session's handler.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import time
 from types import CodeType, FrameType
 from typing import Callable
 
-from ..errors import DartError
 from .. import _native
+from ..capture.hidden import capture_hidden
+from ..errors import DartError
 from .sites import CodeSites, LoopSite, analyze, function_nodes, nested_code, source_span
 from .usercode import UserCode, module_functions, module_tree
 
@@ -71,7 +73,7 @@ class Monitor:
         mon.register_callback(self.tool, E.BRANCH, _native.branch_event)
         _native.set_loop_handlers(self._on_loop_entry, self._on_first_item)
         # Loops over iterators dart cannot save, tracked so they can be re-created.
-        self.tracked: set[tuple] = set()  # (def path, loop path)
+        self.tracked: set[tuple] = set()  # (module, def path, loop path)
         self._entry_of: dict[tuple, int] = {}  # (code, FOR_ITER offset) -> entry offset
         self._pending: dict[tuple, dict] = {}  # (id(frame), entry offset) -> hidden state
         # Events per code object while a commit is due, and between commits
@@ -165,8 +167,6 @@ class Monitor:
                 self._set_events(code, due=E.LINE | E.JUMP, idle=E.LINE | E.BRANCH)
 
     def _on_loop_entry(self, frame: FrameType, offset: int) -> None:
-        from ..capture.hidden import capture_hidden
-
         self._pending[(id(frame), offset)] = capture_hidden()
 
     def _on_first_item(self, frame: FrameType, for_iter: int, slot: int) -> None:

@@ -41,8 +41,7 @@ class Experiment:
         for x, y in chunk:
             err = self.loss((x, y))
             total += err * err
-            for i, feature in enumerate((x * x, x, 1.0)):
-                grads[i] += 2 * err * feature / len(chunk)
+            grads = [g + 2 * err * feature / len(chunk) for g, feature in zip(grads, (x * x, x, 1.0))]
         self.params = [p - lr * g for p, g in zip(self.params, grads)]
         return total / len(chunk)
 

@@ -12,11 +12,7 @@ CITIES = [(math.cos(i * 2.399) * (1 + i % 3), math.sin(i * 2.399) * (2 + i % 2))
 
 
 def tour_length(order):
-    total = 0.0
-    for a, b in zip(order, order[1:] + order[:1]):
-        (xa, ya), (xb, yb) = CITIES[a], CITIES[b]
-        total += math.hypot(xa - xb, ya - yb)
-    return total
+    return sum(math.dist(CITIES[a], CITIES[b]) for a, b in zip(order, order[1:] + order[:1]))
 
 
 def anneal(order, max_steps, temp):
