@@ -261,9 +261,21 @@ def kill_chain(case: Case, ref: Reference, tmp_path: Path, every: str, kills: in
             # The flusher sleeps between a commit's objects and its record; the
             # kill lands in that window.
             killed = kill_mid_commit(cmd, tmp_path, store)
-        else:
+        elif every == "0":
             after = max(1, target - len(so_far))
             killed = run_and_kill(cmd, tmp_path, after_lines=after, extra_delay=rnd.uniform(0.0, 0.03))
+        else:
+            # With an interval, a kill before the run's first commit starts it
+            # over (a file it appends to then holds that partial output twice,
+            # as with plain python): kill once the run has committed.
+            after = max(1, target - len(so_far))
+            before = commit_count(store)
+            killed = run_and_kill(
+                cmd,
+                tmp_path,
+                predicate=lambda lines: len(lines) >= after and commit_count(store) > before,
+                extra_delay=rnd.uniform(0.0, 0.03),
+            )
         runs.append(killed)
         assert_resumed_from_newest(commits, killed)
         so_far = continue_output(case, ref.lines, so_far, killed.lines, every == "0", runs)

@@ -125,3 +125,44 @@ class _no_warning:
     def __exit__(self, *exc):
         self._ctx.__exit__(*exc)
         assert not self._caught, [str(w.message) for w in self._caught]
+
+
+def make_counter(start):
+    count = [start]
+
+    def bump(by=1):
+        count[0] += by
+        return count[0]
+
+    def peek():
+        return count[0]
+
+    def again():  # refers back to itself through its cell
+        return again
+
+    return bump, peek, again
+
+
+def test_closures_are_saved_by_value_with_shared_cells():
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__file__ = __file__
+    bump, peek, again = make_counter(10)
+    bump(5)
+    test_module = __name__
+    for f in (bump, peek, again):  # pretend they belong to the script
+        f.__module__ = "__main__"
+    stream, buffers = pickler.dumps({"bump": bump, "peek": peek, "again": again}, main_module=main)
+    import sys
+
+    saved_main = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        restored = pickler.loads(stream, [bytearray(b.raw()) for b in buffers])
+    finally:
+        sys.modules["__main__"] = saved_main
+    assert restored["bump"]() == 16 and restored["peek"]() == 16  # one shared cell, state kept
+    assert restored["again"]() is restored["again"]
+    assert bump() == 16  # the original is untouched
+    assert test_module

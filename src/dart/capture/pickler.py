@@ -8,6 +8,8 @@ restore as one object. On top of plain pickle:
   shape, strides, dtype), so views of one array restore as views of one array;
 * contiguous array data leaves the stream as out-of-band buffers, which the
   caller copies (the program keeps running and may change them);
+* a closure or lambda of the user's code is saved by value (marshal'd code,
+  defaults, cells), since pickle can only name module-level functions;
 * a CPU torch tensor is saved as (storage, offset, size, stride, dtype), its
   storage's bytes out of band and once per storage, so views and tensors that
   share a storage come back sharing it.
@@ -122,6 +124,26 @@ def _rebuild_tensor(storage, offset, size, stride, dtype, requires_grad, paramet
     return tensor
 
 
+def _make_function(code_bytes, module_name, name, qualname, defaults, kwdefaults, cells, attributes):
+    import marshal
+
+    module = sys.modules.get(module_name)
+    namespace = module.__dict__ if module is not None else {"__name__": module_name}
+    function = types.FunctionType(marshal.loads(code_bytes), namespace, name, defaults, cells)
+    function.__qualname__ = qualname
+    function.__kwdefaults__ = kwdefaults
+    function.__dict__.update(attributes)
+    return function
+
+
+def _empty_cell():
+    return types.CellType()
+
+
+def _fill_cell(cell, state):
+    cell.cell_contents = state[0]
+
+
 class _Storage:
     """One torch storage in a commit: its bytes go out of band (so an unchanged
     storage is stored once), and every tensor on it refers to this one object
@@ -168,7 +190,47 @@ class StatePickler(pickle.Pickler):
             tensor.grad,
         )
 
+    def _user_module(self, name: str) -> bool:
+        if name == "__main__":
+            return True
+        module = sys.modules.get(name)
+        path = getattr(module, "__file__", None) if module is not None else None
+        main_path = getattr(self._main, "__file__", None) if self._main is not None else None
+        if not isinstance(path, str) or not isinstance(main_path, str):
+            return False
+        return os.path.dirname(os.path.abspath(path)).startswith(os.path.dirname(os.path.abspath(main_path)))
+
+    def _reduce_function(self, function):
+        """A closure or lambda of the user's code, which pickle cannot save by
+        name, is saved by value: its code (marshal), defaults and cells. Cells
+        keep their identity (closures made together share them) and may refer
+        back to the function (filled after it exists)."""
+        import marshal
+
+        name = function.__qualname__
+        if "<locals>" not in name and "<lambda>" not in name:
+            return NotImplemented
+        if not self._user_module(function.__module__ or ""):
+            return NotImplemented
+        return _make_function, (
+            marshal.dumps(function.__code__),
+            function.__module__,
+            function.__name__,
+            name,
+            function.__defaults__,
+            function.__kwdefaults__,
+            function.__closure__,
+            dict(function.__dict__),
+        )
+
     def reducer_override(self, obj):
+        if isinstance(obj, types.FunctionType):
+            return self._reduce_function(obj)
+        if isinstance(obj, types.CellType):
+            try:
+                return _empty_cell, (), (obj.cell_contents,), None, None, _fill_cell
+            except ValueError:  # an empty cell
+                return _empty_cell, ()
         if isinstance(obj, types.ModuleType):
             if obj is self._main:
                 return _import_module, ("__main__",)
