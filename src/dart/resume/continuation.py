@@ -61,21 +61,74 @@ def iterator_global(key: str) -> str:
     return "__dart_iter_" + key.replace(".", "_").replace("/", "__").replace(":", "_") + "__"
 
 
-def _is_definition(stmt: ast.stmt) -> bool:
+def _is_definition(stmt: ast.stmt, modules: frozenset) -> bool:
     if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return True
     return (
         isinstance(stmt, ast.Assign)
         and isinstance(stmt.value, ast.Lambda)
         and all(isinstance(t, ast.Name) for t in stmt.targets)
-    )
+    ) or is_setting(stmt, modules)
+
+
+def imported_names(tree: ast.Module) -> frozenset:
+    """Names the module's top-level imports bind (``np`` for ``import numpy as np``)."""
+    names = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in stmt.names)
+    return frozenset(names)
+
+
+#: Calls that configure the process rather than compute: state no commit holds
+#: (torch's default dtype and threads, NumPy's print and error modes, warning
+#: filters, logging), so resume runs them again when they came before the position.
+SETTING_CALLS = frozenset(
+    {
+        "set_default_dtype",
+        "set_default_device",
+        "set_num_threads",
+        "set_num_interop_threads",
+        "set_float32_matmul_precision",
+        "use_deterministic_algorithms",
+        "set_flush_denormal",
+        "set_printoptions",
+        "seterr",
+        "filterwarnings",
+        "simplefilter",
+        "basicConfig",
+        "setrecursionlimit",
+        "set_start_method",
+    }
+)
+
+
+def _root(node: ast.expr) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def is_setting(stmt: ast.stmt, modules: frozenset) -> bool:
+    """``torch.set_num_threads(1)``, ``torch.backends.cudnn.deterministic = True``
+    or ``os.environ["X"] = "1"``: on an imported module, not on an object."""
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+        func = stmt.value.func
+        return isinstance(func, ast.Attribute) and func.attr in SETTING_CALLS and _root(func.value) in modules
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+        target = stmt.targets[0]
+        plain = isinstance(stmt.value, (ast.Constant, ast.Attribute, ast.Name))
+        return isinstance(target, (ast.Attribute, ast.Subscript)) and _root(target) in modules and plain
+    return False
 
 
 def prologue(tree: ast.Module, position: dict) -> ast.Module:
-    """Definitions that precede the resume position at module level."""
+    """Definitions and process settings that precede the resume position at
+    module level."""
     path = _path(module_frame(position))
     stop = path[0][1] if path else len(tree.body)
-    body = [copy.deepcopy(s) for s in tree.body[:stop] if _is_definition(s)]
+    modules = imported_names(tree)
+    body = [copy.deepcopy(s) for s in tree.body[:stop] if _is_definition(s, modules)]
     return ast.Module(body=body, type_ignores=[])
 
 
@@ -311,11 +364,14 @@ def function_variant(
         targets = ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Store()) for n in local_names], ctx=ast.Store())
         prelude.append(at(ast.Assign(targets=[targets], value=call(LOCALS_NAME))))
     # Locals that could not be saved: run the assignments that made them again
-    # (those before the position; later ones run in the continuation anyway).
+    # (those before the position; later ones run in the continuation anyway),
+    # and the process settings made at the top of the function before it.
     here = _path(frame)[len(def_path)][1]
     for path in rebuild:
         if path[len(def_path)][1] < here:
             prelude.append(copy.deepcopy(node_at(module, path)))
+    modules = imported_names(module)
+    prelude += [copy.deepcopy(stmt) for stmt in node.body[:here] if is_setting(stmt, modules)]
     rest = _Builder(frame["kind"], index, recreated).block(node.body, _path(frame)[len(def_path) :])
     keep = []
     if freevars:  # never runs; keeps the closure's variables free in the new code
