@@ -164,6 +164,33 @@ def kill_when(cmd, cwd: Path, condition, env=None, timeout: float = DEADLINE) ->
     return result
 
 
+def kill_after_a_commit(cmd, cwd: Path, store: Path, wait: float, timeout: float = DEADLINE) -> Result:
+    """Run ``cmd`` and SIGKILL it ``wait`` seconds after it made its first
+    commit; if it finishes first, return that (``killed`` is False)."""
+    before = commit_count(store)
+    out_path = cwd / f".stdout.{time.monotonic_ns()}"
+    err_path = cwd / f".stderr.{time.monotonic_ns()}"
+    started, seen, killed = time.monotonic(), None, False
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=child_env(), stdout=out, stderr=err)
+        while proc.poll() is None and time.monotonic() - started < timeout:
+            if seen is None and commit_count(store) > before:
+                seen = time.monotonic()
+            if seen is not None and time.monotonic() - seen >= wait:
+                proc.kill()
+                killed = True
+                break
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    result = Result(cmd, proc.returncode, out_path.read_text(), err_path.read_text(), killed=killed)
+    out_path.unlink()
+    err_path.unlink()
+    assert killed or proc.returncode == 0, "the run neither finished nor was killed\n" + result.describe()
+    return result
+
+
 def kill_mid_commit(cmd, cwd: Path, store: Path) -> Result:
     """Run ``cmd`` with a slowed-down flusher and SIGKILL it as soon as a commit's
     objects are in the store but its record is not (a commit being written)."""
@@ -268,19 +295,19 @@ def kill_chain(case: Case, ref: Reference, tmp_path: Path, every: str, kills: in
             # With an interval, a kill before the run's first commit starts it
             # over (a file it appends to then holds that partial output twice,
             # as with plain python): kill once the run has committed.
-            after = max(1, target - len(so_far))
-            before = commit_count(store)
-            killed = run_and_kill(
-                cmd,
-                tmp_path,
-                predicate=lambda lines: len(lines) >= after and commit_count(store) > before,
-                extra_delay=rnd.uniform(0.0, 0.03),
-            )
+            killed = kill_after_a_commit(cmd, tmp_path, store, wait=rnd.uniform(0.0, 0.4))
+            if not killed.killed:
+                # It finished first (little work was left): that is the last run.
+                assert_resumed_from_newest(commits, killed)
+                runs.append(killed)
+                final = killed
+                break
         runs.append(killed)
         assert_resumed_from_newest(commits, killed)
         so_far = continue_output(case, ref.lines, so_far, killed.lines, every == "0", runs)
-    final = resume(cmd, tmp_path, store)
-    runs.append(final)
+    else:
+        final = resume(cmd, tmp_path, store)
+        runs.append(final)
     assert final.returncode == 0, describe_chain(ref.lines, runs)
     assert final.lines and final.lines[-1] == ref.lines[-1], "final state differs" + describe_chain(ref.lines, runs)
     joined = continue_output(case, ref.lines, so_far, final.lines, every == "0", runs)
