@@ -249,3 +249,14 @@ def reference_outputs(tmp_path_factory):
         return cache[key]
 
     return get
+
+
+def orphan_objects(store: Path) -> set[str]:
+    """Objects no commit record names: what a commit killed mid-write leaves."""
+    named = set()
+    for record_path in (store / "commits").glob("*.json"):
+        state = json.loads(record_path.read_text())["state"]
+        named.add(state["pickle"])
+        named.update(state["buffers"])
+    present = {p.parent.name + p.name for p in (store / "objects").glob("*/*") if p.is_file()}
+    return present - named

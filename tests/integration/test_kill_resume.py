@@ -4,7 +4,6 @@ iteration in flight printed twice) and that the final state is bit-identical."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from conftest import (
     child_env,
     dart_cmd,
     dart_log,
+    orphan_objects,
     enable_variant,
     plain_cmd,
     run,
@@ -53,15 +53,6 @@ def store_of(cmd, env) -> Path:
     return Path(env["DART_STORE"])
 
 
-def orphan_objects(store) -> set[str]:
-    """Objects no commit record names: what a commit killed mid-write leaves."""
-    named = set()
-    for record_path in (store / "commits").glob("*.json"):
-        state = json.loads(record_path.read_text())["state"]
-        named.add(state["pickle"])
-        named.update(state["buffers"])
-    present = {p.parent.name + p.name for p in (store / "objects").glob("*/*") if p.is_file()}
-    return present - named
 
 
 # ---------------------------------------------------------------------------- NumPy, dart run

@@ -18,7 +18,6 @@ and a script that dies from an exception, is fixed, and is run again.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ from conftest import (
     child_env,
     dart_cmd,
     dart_log,
+    orphan_objects,
     plain_cmd,
     run,
     run_and_kill,
@@ -131,15 +131,6 @@ def assert_same_files(expected: dict[str, bytes], folder: Path, skip=(STORE,)) -
         )
 
 
-def orphan_objects(store: Path) -> set[str]:
-    """Objects no commit record names: what a commit killed mid-write leaves."""
-    named = set()
-    for record_path in (store / "commits").glob("*.json"):
-        state = json.loads(record_path.read_text())["state"]
-        named.add(state["pickle"])
-        named.update(state["buffers"])
-    present = {p.parent.name + p.name for p in (store / "objects").glob("*/*") if p.is_file()}
-    return present - named
 
 
 def kill_when(cmd, cwd: Path, condition, env=None, timeout: float = DEADLINE) -> Result:

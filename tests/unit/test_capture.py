@@ -150,7 +150,6 @@ def test_closures_are_saved_by_value_with_shared_cells():
     main.__file__ = __file__
     bump, peek, again = make_counter(10)
     bump(5)
-    test_module = __name__
     for f in (bump, peek, again):  # pretend they belong to the script
         f.__module__ = "__main__"
     stream, buffers = pickler.dumps({"bump": bump, "peek": peek, "again": again}, main_module=main)
@@ -165,4 +164,3 @@ def test_closures_are_saved_by_value_with_shared_cells():
     assert restored["bump"]() == 16 and restored["peek"]() == 16  # one shared cell, state kept
     assert restored["again"]() is restored["again"]
     assert bump() == 16  # the original is untouched
-    assert test_module

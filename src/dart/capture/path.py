@@ -17,7 +17,7 @@ import ast
 from dataclasses import dataclass
 from types import CodeType, FrameType
 
-from ..monitor.sites import CodeSites, LoopSite, innermost_statement
+from ..monitor.sites import CodeSites, LoopSite, innermost_statement, position_at
 
 
 class NotContinuable(Exception):
@@ -94,7 +94,7 @@ def _wraps(frame: FrameType, callee: CodeType) -> bool:
 def _wrapper_spot(frame: FrameType, sites: CodeSites, decorated: str) -> FrameSpot | None:
     """The spot of a wrapper closure suspended in a plain call, or None."""
     stmt = innermost_statement(sites.tree, frame.f_code, frame.f_lasti)
-    pos = list(frame.f_code.co_positions())[frame.f_lasti // 2]
+    pos = position_at(frame.f_code, frame.f_lasti)
     if call_on_path(stmt, pos) is None or "<locals>" in decorated:
         return None
     return FrameSpot(frame, sites, "before", stmt._dart_path, stmt.lineno, sites.loops_at(frame.f_lasti), route=decorated)
@@ -128,7 +128,7 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
             callee, caller = caller, caller.f_back
             continue
         stmt = innermost_statement(sites.tree, caller.f_code, caller.f_lasti)
-        pos = list(caller.f_code.co_positions())[caller.f_lasti // 2]
+        pos = position_at(caller.f_code, caller.f_lasti)
         if call_on_path(stmt, pos) is None:
             raise NotContinuable(
                 f"re-running the statement at line {caller.f_lineno} that calls {callee.f_code.co_qualname}() "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import bisect
 import dis
+import functools
 from dataclasses import dataclass, field
 from types import CodeType
 
@@ -354,10 +355,21 @@ def nested_code(code: CodeType):
             yield from nested_code(const)
 
 
+@functools.lru_cache(maxsize=1024)
+def _positions(code: CodeType) -> tuple:
+    return tuple(code.co_positions())
+
+
+def position_at(code: CodeType, offset: int) -> tuple:
+    """(line, end line, column, end column) of the instruction at ``offset``
+    (cached per code object: callers ask at every commit)."""
+    return _positions(code)[offset // 2]
+
+
 def innermost_statement(tree: ast.AST, code: CodeType, offset: int) -> ast.stmt | None:
     """The deepest original statement of ``tree`` whose source holds the
     instruction at ``offset`` (function and class bodies excluded)."""
-    pos = list(code.co_positions())[offset // 2]
+    pos = position_at(code, offset)
     found = None
 
     def visit(nodes):

@@ -24,6 +24,7 @@ class UserCode:
     local_modules: bool = True  # modules under script_dir
     packages: tuple[str, ...] = ()  # packages named as user code, wherever they live
     _seen: set = field(default_factory=set)
+    _count: int = 0  # len(sys.modules) at the last look
 
     def is_user_module(self, module: types.ModuleType) -> bool:
         name = module.__name__
@@ -47,7 +48,11 @@ class UserCode:
         return not any(p in _NOT_USER_DIRS or p.startswith(".venv") or p in ("venv", ".env") for p in parts)
 
     def new_modules(self) -> list[types.ModuleType]:
-        """User modules imported since the last call."""
+        """User modules imported since the last call (a cheap no when nothing
+        was imported: this runs at every commit)."""
+        if len(sys.modules) == self._count:
+            return []
+        self._count = len(sys.modules)
         found = []
         for name, module in list(sys.modules.items()):
             if id(module) in self._seen or not isinstance(module, types.ModuleType):
