@@ -98,11 +98,13 @@ def flush(timeout: float | None = None) -> None:
         session.flusher.drain(timeout)
 
 
-def load(commit: str | None = None, names=None, store: str | None = None) -> dict:
-    """The variables saved by a commit (default: the newest in the store), as a
-    dict. ``commit`` is an id, a unique prefix or a run id; ``names`` limits
-    the result to those variables."""
-    from .capture import restore
+def load(commit: str | None = None, names=None, store: str | None = None):
+    """The variables saved by a commit (default: the newest in the store).
+    ``commit`` is an id, a unique prefix or a run id. Without ``names``, a
+    read-only mapping that loads each variable on first access (with what it
+    shares with others); with ``names`` (a name or a list), a dict of just those,
+    reading only the bytes they need."""
+    from .capture import SavedVariables
     from .store import Store
 
     options = _resolve(store=store)
@@ -117,11 +119,7 @@ def load(commit: str | None = None, names=None, store: str | None = None) -> dic
     else:
         record = st.get_commit(commit)
     namespace = _definitions(record.get("source", {}).get("file"))
-    state = record["state"]
-    roots = restore(
-        st.get_object(state["pickle"]), [st.get_object(b) for b in state["buffers"]], main_namespace=namespace
-    )
-    variables = roots["globals"]
+    variables = SavedVariables(st, record, main_namespace=namespace)
     if names is None:
         return variables
     if isinstance(names, str):

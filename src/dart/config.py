@@ -17,6 +17,12 @@ from .errors import ConfigError
 DEFAULT_EVERY = 30.0
 DEFAULT_BUDGET = 0.02
 DEFAULT_STORE = ".dart"
+#: Memory a commit copies changed bytes into before the flusher writes them: a
+#: quarter of the machine's memory, at most 4 GiB. Pages are touched only when a
+#: commit needs them and are reused after, so a small program stays small.
+MAX_DEFAULT_STAGING = 4 << 30
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,28 @@ class Options:
     fresh: bool = False
     local_modules: bool = True  # modules in the script's folder are user code
     user_code: tuple[str, ...] = ()  # packages treated as user code wherever they live
+    staging: int = MAX_DEFAULT_STAGING  # bytes of staging memory (see flush/staging.py)
+
+
+def default_staging() -> int:
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return MAX_DEFAULT_STAGING
+    return max(64 << 20, min(MAX_DEFAULT_STAGING, memory // 4))
+
+
+def parse_size(value, source: str) -> int:
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgib")
+    unit = text[len(number):]
+    try:
+        size = int(float(number) * _UNITS[unit])
+    except (ValueError, KeyError):
+        raise ConfigError(f"{source}: {value!r} is not a size; give bytes or a size like 512M or 8G") from None
+    if size < 8 << 20:
+        raise ConfigError(f"{source}: {value!r} is too small; dart needs at least 8M of staging memory")
+    return size
 
 
 def parse_every(value, source: str) -> float | None:
@@ -77,7 +105,8 @@ def _flag(value, source: str) -> bool:
 
 
 def resolve(
-    store=None, every=None, fresh: bool = False, cwd: Path | None = None, user_code=None, local_modules=None
+    store=None, every=None, fresh: bool = False, cwd: Path | None = None, user_code=None, local_modules=None,
+    staging=None,
 ) -> Options:
     cwd = Path.cwd() if cwd is None else cwd
     table = _pyproject(cwd)
@@ -106,8 +135,17 @@ def resolve(
             local_modules = _flag(os.environ["DART_LOCAL_MODULES"], "DART_LOCAL_MODULES")
         else:
             local_modules = _flag(table.get("local_modules", True), "[tool.dart] local_modules")
+    if staging is not None:
+        staging_bytes = parse_size(staging, "--staging")
+    elif os.environ.get("DART_STAGING"):
+        staging_bytes = parse_size(os.environ["DART_STAGING"], "DART_STAGING")
+    elif "staging" in table:
+        staging_bytes = parse_size(table["staging"], "[tool.dart] staging")
+    else:
+        staging_bytes = default_staging()
     return Options(
         store=store_path,
+        staging=staging_bytes,
         every=seconds,
         every_is_default=is_default,
         fresh=fresh,

@@ -36,7 +36,7 @@ from .capture.path import (
 )
 from .config import DEFAULT_BUDGET, Options
 from .errors import CaptureError, DartWarning
-from .flush import CommitHandle, Flusher, StagedCommit
+from .flush import CommitHandle, CommitWriter
 from .monitor import Monitor
 from .monitor.usercode import UserCode
 from .monitor.sites import (
@@ -131,7 +131,9 @@ class Session:
         self.capturer = Capturer(module, self._rebuild_statement)
         self._frame_defs: dict[str, tuple] = {}  # qualname -> (module AST, def path)
         self._rebuild_paths: dict[tuple, tuple] = {}  # (qualname or None, name) -> statement path
-        self.flusher = Flusher(self.store, plan.run_id, plan.parent)
+        self.writer = CommitWriter(self.store, plan.run_id, plan.parent, staging=options.staging)
+        self.flusher = self.writer.flusher
+        self.last_stall = 0.0  #: seconds the program was blocked by the last commit
         user_code = UserCode(script.parent, options.local_modules, options.user_code)
         self.monitor = Monitor(self._on_safe_point, user_code)
         self._warned_loops: set[tuple] = set()
@@ -276,7 +278,7 @@ class Session:
             frame_locals.append((spot.qualname, local_vars))
         namespace = self.module.__dict__
         try:
-            stream, buffers, info = self.capturer.capture(namespace, iterators, frame_locals)
+            pods, keep, info = self.capturer.capture(namespace, iterators, frame_locals)
         except CaptureError as exc:
             where = " > ".join(f"{f['qualname']}:{f['line']}" for f in frames)
             self._warn_once(
@@ -315,13 +317,15 @@ class Session:
             "env": environment(),
             "source": {"file": str(self.script), "hash": self.source_hash},
         }
-        handle = self.flusher.submit(StagedCommit(payload=stream, buffers=buffers, meta=meta))
+        handle = self.writer.commit(pods, meta)
+        del keep
         self.commits += 1
         if self.options.every == 0 and message is None:
             # Every safe point commits: each commit is durable before the program
             # goes on, so a kill repeats at most the iteration in flight.
             handle.wait()
-        self._schedule_next(time.perf_counter() - started)
+        self.last_stall = time.perf_counter() - started
+        self._schedule_next(self.last_stall)
         return handle
 
     def _schedule_next(self, stall: float) -> None:
@@ -390,6 +394,6 @@ class Session:
         self._closed = True
         self.monitor.stop()
         try:
-            self.flusher.close()
+            self.writer.close()
         finally:
             self.store.update_run(self.plan.run_id, ended=time.time(), commits=self.commits, **run_fields)

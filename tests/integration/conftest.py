@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from dart.store.layout import object_names
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 PYTHON = sys.executable
@@ -255,8 +256,6 @@ def orphan_objects(store: Path) -> set[str]:
     """Objects no commit record names: what a commit killed mid-write leaves."""
     named = set()
     for record_path in (store / "commits").glob("*.json"):
-        state = json.loads(record_path.read_text())["state"]
-        named.add(state["pickle"])
-        named.update(state["buffers"])
+        named.update(object_names(json.loads(record_path.read_text())))
     present = {p.parent.name + p.name for p in (store / "objects").glob("*/*") if p.is_file()}
     return present - named

@@ -141,7 +141,7 @@ def test_garbage_in_commit_record(tmp_path):
 def test_flipped_byte_in_object(tmp_path):
     cmd, store, record = killed_run(tmp_path)
     state = json.loads(record.read_text())["state"]
-    oid = state["pickle"]
+    oid = state["index"]
     path = store / "objects" / oid[:2] / oid[2:]
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x41

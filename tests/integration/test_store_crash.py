@@ -18,6 +18,7 @@ import time
 import pytest
 
 from dart.store import CRASH_EXIT_CODE, Store
+from dart.store.layout import CommitState
 
 CRASH_STEPS = ["object-tmp", "object", "record-tmp", "record", "ref-tmp"]
 
@@ -28,25 +29,24 @@ CHILD_ONE_GOOD_THEN_CRASH = textwrap.dedent(
     """
     import os, sys
     from dart.store import Store
-    from dart.flush import Flusher, StagedCommit
+    from dart.capture.pods import Pod
+    from dart.flush import CommitWriter
 
     root, step = sys.argv[1], sys.argv[2]
     store = Store(root)
     run = store.create_run({"key": "crash-test"})
     print(run, flush=True)
-    flusher = Flusher(store, run, parent=None)
-    first = flusher.submit(StagedCommit(
-        payload=b"first pickle stream",
-        buffers=[b"\\x01" * 100_000, bytes(range(256)) * 64],
-        meta={"message": "first", "position": 1},
-    ))
+    writer = CommitWriter(store, run, parent=None, staging=8 << 20)
+    first = writer.commit(
+        [Pod("g:x", b"first pickle stream", [bytearray(b"\\x01" * 100_000), bytearray(range(256)) * 64])],
+        {"message": "first", "position": 1},
+    )
     print(first.wait(30), flush=True)
     os.environ["DART_TEST_CRASH_AT"] = step
-    second = flusher.submit(StagedCommit(
-        payload=b"second pickle stream",
-        buffers=[os.urandom(200_000), b"\\x02" * 50_000],
-        meta={"message": "second", "position": 2},
-    ))
+    second = writer.commit(
+        [Pod("g:x", b"second pickle stream", [bytearray(os.urandom(200_000)), bytearray(b"\\x02" * 50_000)])],
+        {"message": "second", "position": 2},
+    )
     second.wait(30)
     sys.exit(0)  # not reached: the crash hook ends the process
     """
@@ -62,8 +62,8 @@ def _env(**extra):
 
 
 def _verify_commit(store: Store, record: dict) -> list[bytes]:
-    state = record["state"]
-    return [store.get_object(state["pickle"])] + [store.get_object(o) for o in state["buffers"]]
+    [(_, stream, buffers)] = CommitState(store, record).read()
+    return [bytes(stream)] + [bytes(b) for b in buffers]
 
 
 @pytest.mark.parametrize("step", CRASH_STEPS)
@@ -98,7 +98,7 @@ def test_crash_at_each_step_keeps_previous_commit(tmp_path, step):
     from dart.flush import Flusher, StagedCommit
 
     with Flusher(store, run, parent=first_id) as flusher:
-        cid = flusher.submit(StagedCommit(b"after crash", [], {"message": "third"})).wait(30)
+        cid = flusher.submit(StagedCommit([("g:x", b"after crash", [], [])], [], {"message": "third"})).wait(30)
     assert [r["id"] for r in store.log(run)] == [cid, first_id]
     assert store.get_commit(cid)["parent"] == first_id
 
@@ -107,19 +107,17 @@ CHILD_LOOP = textwrap.dedent(
     """
     import os, sys
     from dart.store import Store
-    from dart.flush import Flusher, StagedCommit
+    from dart.capture.pods import Pod
+    from dart.flush import CommitWriter
 
     store = Store(sys.argv[1])
     run = store.create_run({"key": "kill-test"})
     print(run, flush=True)
-    flusher = Flusher(store, run, parent=None, max_in_flight=2)
+    writer = CommitWriter(store, run, parent=None, max_in_flight=2, staging=16 << 20)
     i = 0
     while True:
-        handle = flusher.submit(StagedCommit(
-            payload=b"pickle %d" % i,
-            buffers=[os.urandom(1 << 20), bytes(1 << 20), b"%d" % i * 1000],
-            meta={"message": "loop", "position": i},
-        ))
+        buffers = [bytearray(os.urandom(1 << 20)), bytearray(1 << 20), bytearray(b"%d" % i * 1000)]
+        handle = writer.commit([Pod("g:x", b"pickle %d" % i, buffers)], {"message": "loop", "position": i})
         if i > 0:
             print("durable", previous.wait(30), flush=True)
         previous = handle

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dart.capture import Capturer, UnsavableIterator, pickler, restore
+from dart.capture import Capturer, UnsavableIterator, pickler, restore_pods
 
 
 def roundtrip(obj):
@@ -96,10 +96,10 @@ def test_unpicklable_global_is_skipped_or_rebuilt_and_named_once():
     capturer = Capturer(main, lambda frame, name, value: "line 3" if name in rebuild else None)
     namespace = {"lock": threading.Lock(), "gen": (i for i in range(3)), "x": 41}
     with pytest.warns(Warning) as caught:
-        stream, buffers, info = capturer.capture(namespace, {}, [])
+        cut, _, info = capturer.capture(namespace, {}, [])
     assert {"gen"} == set(info["skipped"]) and info["rebuilt"] == {0: ["lock"]}
     assert len(caught) == 2
-    assert restore(stream, buffers)["globals"] == {"x": 41}
+    assert restore_pods(cut)["globals"] == {"x": 41}
     with _no_warning():
         capturer.capture(namespace, {}, [])  # known values: no second warning
 

@@ -11,8 +11,10 @@ import time
 import pytest
 
 from dart.errors import StoreError
-from dart.flush import CommitHandle, Flusher, StagedCommit
+from dart.capture.pods import Pod
+from dart.flush import CommitHandle, CommitWriter, Flusher, StagedCommit
 from dart.store import Store
+from dart.store.layout import CommitState
 
 
 @pytest.fixture
@@ -25,24 +27,39 @@ def run_id(store):
     return store.create_run({"key": "test"})
 
 
-def staged(i: int, *buffers) -> StagedCommit:
-    return StagedCommit(payload=b"pickle-%d" % i, buffers=list(buffers), meta={"position": i, "message": f"c{i}"})
+def staged(i: int) -> StagedCommit:
+    """A commit of one small pod and no buffers."""
+    return StagedCommit(pods=[("g:x", b"pickle-%d" % i, [], [])], meta={"position": i, "message": f"c{i}"})
 
 
-class Unbufferable:
-    """A 'buffer' that cannot be turned into bytes: its write fails on the flusher thread."""
+@pytest.fixture
+def writer(store, run_id):
+    """writer(i, *buffers) -> handle: one pod plus buffers, through a CommitWriter
+    with a 4 MiB staging area (as a session writes)."""
+    w = CommitWriter(store, run_id, parent=None, staging=4 << 20, dirty=False)
 
-    def __bytes__(self):
-        raise RuntimeError("no bytes for you")
+    def commit(i, *buffers):
+        pod = Pod("g:x", b"pickle-%d" % i, [bytearray(b) if isinstance(b, bytes) else b for b in buffers])
+        return w.commit([pod], {"position": i, "message": f"c{i}"})
+
+    commit.flusher = w.flusher
+    yield commit
+    w.close()
 
 
-def test_order_and_parent_chain(store, run_id):
-    flusher = Flusher(store, run_id, parent=None)
-    handles = [flusher.submit(staged(i, os.urandom(1000), bytearray(b"b%d" % i))) for i in range(10)]
-    flusher.close()
+def saved(store, cid) -> list:
+    """(pod stream, [buffer bytes]) of a commit, read back."""
+    [(name, stream, buffers)] = CommitState(store, store.get_commit(cid)).read()
+    return bytes(stream), [bytes(b) for b in buffers]
+
+
+def test_order_and_parent_chain(store, run_id, writer):
+    blobs = [(os.urandom(100_000), bytearray(b"b%d" % i * 40_000)) for i in range(10)]
+    handles = [writer(i, *blobs[i]) for i in range(10)]
+    writer.flusher.close()
     ids = [h.wait(timeout=10) for h in handles]
     assert len(set(ids)) == 10
-    assert flusher.head == ids[-1] == store.read_ref(f"runs/{run_id}")
+    assert writer.flusher.head == ids[-1] == store.read_ref(f"runs/{run_id}")
     parent = None
     for i, cid in enumerate(ids):
         record = store.get_commit(cid)
@@ -50,11 +67,10 @@ def test_order_and_parent_chain(store, run_id):
         assert record["run"] == run_id
         assert record["position"] == i and record["message"] == f"c{i}"
         assert isinstance(record["time"], float)
-        assert store.get_object(record["state"]["pickle"]) == b"pickle-%d" % i
-        assert [store.get_object(o) for o in record["state"]["buffers"]][1] == b"b%d" % i
+        assert saved(store, cid) == (b"pickle-%d" % i, [bytes(b) for b in blobs[i]])
         parent = cid
     assert [r["id"] for r in store.log(run_id)] == ids[::-1]
-    assert flusher.bytes_written == sum(store.get_commit(c)["bytes_written"] for c in ids) > 10 * 1000
+    assert writer.flusher.bytes_written == sum(store.get_commit(c)["bytes_written"] for c in ids) > 10 * 100_000
 
 
 def test_initial_parent_from_another_run(store, run_id):
@@ -79,15 +95,27 @@ def test_continue_existing_run(store, run_id):
     assert store.read_ref(f"runs/{run_id}") == c2
 
 
-def test_dedup_counts_zero_bytes(store, run_id):
-    big = os.urandom(100_000)
-    with Flusher(store, run_id, parent=None) as flusher:
-        h1 = flusher.submit(staged(1, big))
-        h2 = flusher.submit(staged(2, big))
-    h1.wait(), h2.wait()
-    assert h1.bytes_written > 100_000
-    assert h2.bytes_written < 1000  # only the new pickle object
+def test_unchanged_buffer_and_pod_are_not_written_again(store, writer):
+    big = bytearray(os.urandom(1 << 20))
+    h1 = writer(1, big)
+    h1.wait()
+    h2 = writer(1, big)  # same pod bytes, same buffer
+    big[5000:5010] = b"x" * 10  # one 4 KiB chunk changes
+    h3 = writer(1, big)
+    h1.wait(), h2.wait(), h3.wait()
+    assert h1.bytes_written > 1 << 20
+    assert h2.bytes_written < 1000  # only the new index
+    assert 4096 <= h3.bytes_written < 4096 + 2000
     assert store.get_commit(h2.id)["bytes_written"] == h2.bytes_written
+    assert saved(store, h3.id)[1] == [bytes(big)]  # rebuilt from two commits' packs
+
+
+def test_a_commit_larger_than_the_staging_area_waits_and_is_complete(store, writer, caplog):
+    blobs = [os.urandom(3 << 20) for _ in range(3)]  # 9 MiB through a 4 MiB ring
+    with caplog.at_level(logging.WARNING, logger="dart"):
+        handle = writer(1, *blobs)
+    assert saved(store, handle.wait(10))[1] == blobs
+    assert any("staging area" in r.getMessage() for r in caplog.records)
 
 
 def test_back_pressure(store, run_id, monkeypatch):
@@ -140,32 +168,39 @@ def test_close_is_idempotent_and_rejects_submit(store, run_id):
         flusher.submit(staged(2))
 
 
-def test_error_goes_to_handle_and_later_commits_proceed(store, run_id, caplog):
-    flusher = Flusher(store, run_id, parent=None)
-    good = flusher.submit(staged(1))
+def test_error_goes_to_handle_and_later_commits_proceed(store, run_id, writer, caplog, monkeypatch):
+    good = writer(1).wait()
+    real_put = store.put_object
+
+    def disk_full(data):  # only the pack of commit 2 (the one 200 kB object) fails
+        if memoryview(data).nbytes == 200_000:
+            raise StoreError("cannot write object: No space left on device; free some disk space")
+        return real_put(data)
+
+    monkeypatch.setattr(store, "put_object", disk_full)
+    buffer = bytearray(os.urandom(200_000))
     with caplog.at_level(logging.ERROR, logger="dart"):
-        bad = flusher.submit(staged(2, b"fine", Unbufferable()))
-        later = flusher.submit(staged(3))
-        flusher.close()
-    g = good.wait()
-    with pytest.raises(StoreError, match="Unbufferable|buffer") as info:
-        bad.wait()
+        bad = writer(2, buffer)
+        with pytest.raises(StoreError, match="needs bytes that could not be written") as info:
+            bad.wait()
     assert bad.error is info.value and bad.id is None
-    assert isinstance(info.value.__cause__, TypeError)
-    assert run_id in str(info.value)
+    assert run_id in str(info.value) and "No space left" in str(info.value)
     assert any("was not saved" in r.getMessage() for r in caplog.records)
-    # The failed commit is skipped: the next one chains onto the last good head.
-    cid = later.wait()
-    assert store.get_commit(cid)["parent"] == g
-    assert [r["id"] for r in store.log(run_id)] == [cid, g]
-    assert flusher.head == cid
+    monkeypatch.setattr(store, "put_object", real_put)
+    # The failed commit is skipped: the next one writes the lost bytes again and
+    # chains onto the last good head.
+    cid = writer(3, buffer).wait()
+    assert store.get_commit(cid)["parent"] == good
+    assert saved(store, cid)[1] == [bytes(buffer)]
+    assert [r["id"] for r in store.log(run_id)] == [cid, good]
+    assert writer.flusher.head == cid
 
 
 def test_store_removed_under_flusher(store, run_id, tmp_path):
     flusher = Flusher(store, run_id, parent=None)
     first = flusher.submit(staged(1)).wait()
     shutil.rmtree(store.root)
-    handle = flusher.submit(staged(2, os.urandom(10)))
+    handle = flusher.submit(staged(2))
     flusher.close()
     with pytest.raises(StoreError, match="cannot"):
         handle.wait()

@@ -10,9 +10,10 @@ from __future__ import annotations
 import pickle
 import types
 import warnings
+from collections.abc import Mapping
 
 from ..errors import CaptureError, DartWarning
-from . import pickler
+from . import pickler, pods
 from .hidden import capture_hidden
 
 #: Module attributes that belong to the interpreter, not to the program.
@@ -66,13 +67,13 @@ class Capturer:
 
     def capture(
         self, namespace: dict, iterators: dict[str, object], frame_locals: list[tuple] = ()
-    ) -> tuple[bytes, list[bytes], dict]:
+    ) -> tuple[list[pods.Pod], list, dict]:
         """Pickle the roots: the module's globals, the loops' iterators and the
         locals of the function frames on the path (``frame_locals`` holds one
-        (frame_key, locals) pair per frame). Returns (stream, private copies of
-        the buffers, info); info["skipped"] maps each global left out to
-        "type: reason" and info["rebuilt"] maps frame index (0: globals) to the
-        names resume must rebuild."""
+        (frame_key, locals) pair per frame), one pod each (see pods.py). Returns
+        (pods, keep-alive list to hold until their buffers are copied, info);
+        info["skipped"] maps each global left out to "type: reason" and
+        info["rebuilt"] maps frame index (0: globals) to the names resume must rebuild."""
         program = {n: v for n, v in namespace.items() if self.is_program_global(n) and not self._known_bad(None, n, v)}
         frames = []
         for key, local_vars in frame_locals:
@@ -84,21 +85,22 @@ class Capturer:
                     known = self.skipped[(key, name)]
                     raise UnsavableIterator({f"local variable '{name}' of {key}()": f"{known[1]}: {known[2]}"})
             frames.append(kept)
-        roots = {"globals": program, "iterators": iterators, "frames": frames, "hidden": capture_hidden()}
+        hidden = capture_hidden()
+
+        def roots():
+            return pod_roots(program, iterators, frames, hidden)
+
         try:
-            stream, buffers = pickler.dumps(roots, main_module=self.main)
+            cut, keep = pods.cut(roots(), main_module=self.main)
         except Exception:
             self._diagnose(program, iterators, frame_locals, frames)
             try:
-                stream, buffers = pickler.dumps(roots, main_module=self.main)
+                cut, keep = pods.cut(roots(), main_module=self.main)
             except Exception as exc:
                 raise CaptureError(
                     f"dart could not save the program's state: {_reason(exc)}. "
                     "Report this with the types of your global variables."
                 ) from exc
-        copies = [bytes(buf.raw()) for buf in buffers]
-        for buf in buffers:
-            buf.release()
         skipped, rebuilt = {}, {}
         for index, (key, names) in enumerate([(None, namespace)] + list(frame_locals)):
             for name in names:
@@ -109,7 +111,7 @@ class Capturer:
                     rebuilt.setdefault(index, []).append(name)
                 elif index == 0:
                     skipped[name] = f"{known[1]}: {known[2]}"
-        return stream, copies, {"skipped": skipped, "rebuilt": rebuilt}
+        return cut, keep, {"skipped": skipped, "rebuilt": rebuilt}
 
     def _diagnose(self, program: dict, iterators: dict, frame_locals, frames: list[dict]) -> None:
         """Find which variables do not pickle (slow path, once per new value),
@@ -175,8 +177,105 @@ class UnsavableIterator(CaptureError):
         self.problems = problems
 
 
+def pod_roots(program: dict, iterators: dict, frames: list[dict], hidden) -> list[tuple[str, object]]:
+    """The roots of a commit as (pod name, value), in pickling order."""
+    roots = [(f"g:{name}", value) for name, value in program.items()]
+    for index, local_vars in enumerate(frames, start=1):
+        roots.extend((f"f{index}:{name}", value) for name, value in local_vars.items())
+    roots.extend((f"i:{key}", value) for key, value in iterators.items())
+    roots.append(("frames", len(frames)))
+    roots.append(("hidden", hidden))
+    return roots
+
+
+def _roots_from_pods(values: dict) -> dict:
+    roots = {"globals": {}, "iterators": {}, "frames": [{} for _ in range(values.get("frames", 0))]}
+    for name, value in values.items():
+        kind, _, key = name.partition(":")
+        if kind == "g":
+            roots["globals"][key] = value
+        elif kind == "i":
+            roots["iterators"][key] = value
+        elif kind.startswith("f") and key:
+            roots["frames"][int(kind[1:]) - 1][key] = value
+    roots["hidden"] = values.get("hidden")
+    return roots
+
+
+def restore_pods(cut: list, main_namespace: dict | None = None) -> dict:
+    """The roots dict from pods still in memory (their buffers copied): the
+    in-memory inverse of :meth:`Capturer.capture`."""
+    parts = [(p.name, p.stream, [bytearray(b.raw()) for b in p.buffers]) for p in cut]
+    return _roots_from_pods(assemble(parts, main_namespace))
+
+
+def load_roots(store, record: dict, main_namespace: dict | None = None) -> dict:
+    """The roots dict of a commit: inverse of :meth:`Capturer.capture`."""
+    from ..store.layout import CommitState
+
+    state = CommitState(store, record)
+    if state.legacy:  # a commit of dart 0.1: one stream, whole buffers
+        return restore(
+            store.get_object(record["state"]["pickle"]),
+            [store.get_object(oid) for oid in record["state"]["buffers"]],
+            main_namespace,
+        )
+    return _roots_from_pods(assemble(state.read(), main_namespace))
+
+
+class SavedVariables(Mapping):
+    """The global variables of a commit, each loaded on first access together with
+    the objects it shares with others (``dart.load`` returns one)."""
+
+    def __init__(self, store, record: dict, main_namespace: dict | None = None):
+        from ..store.layout import CommitState
+
+        self.commit = record["id"]
+        self._state = CommitState(store, record)
+        self._namespace = main_namespace
+        self._memos: dict = {}
+        self._values: dict = {}
+        if self._state.legacy:
+            self._values = {f"g:{k}": v for k, v in load_roots(store, record, main_namespace)["globals"].items()}
+            self._names = [k[2:] for k in self._values]
+        else:
+            self._names = [n[2:] for n in self._state.names if n.startswith("g:")]
+
+    def __getitem__(self, name: str):
+        key = f"g:{name}"
+        if key not in self._values:
+            if name not in self._names:
+                raise KeyError(name)
+            self._values.update(assemble(self._state.read([key], self._memos), self._namespace, self._memos))
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
+    def __contains__(self, name):
+        return name in self._names
+
+    def loaded(self) -> list[str]:
+        """The names whose values have been loaded so far."""
+        return [n for n in self._names if f"g:{n}" in self._values]
+
+    def __repr__(self):
+        return f"<dart variables of commit {self.commit[:12]}: {', '.join(self._names)}>"
+
+
+def assemble(parts, main_namespace: dict | None = None, memos: dict | None = None) -> dict:
+    """pods.assemble, with loading errors said in dart's words."""
+    try:
+        return pods.assemble(parts, main_namespace=main_namespace, memos=memos)
+    except (pickle.UnpicklingError, AttributeError, ImportError, ModuleNotFoundError, EOFError) as exc:
+        raise CaptureError(f"a saved object could not be loaded: {_reason(exc)}") from exc
+
+
 def restore(stream: bytes, buffers: list[bytes], main_namespace: dict | None = None) -> dict:
-    """Inverse of :meth:`Capturer.capture`: returns the roots dict."""
+    """Roots of a dart 0.1 commit (one stream, whole buffers)."""
     try:
         return pickler.loads(stream, [bytearray(b) for b in buffers], main_namespace=main_namespace)
     except (pickle.UnpicklingError, AttributeError, ImportError, ModuleNotFoundError) as exc:

@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         "functions (repeatable; default: $DART_USER_CODE; modules in the script's folder always are, "
         "unless DART_LOCAL_MODULES=0)",
     )
+    run.add_argument(
+        "--staging",
+        metavar="SIZE",
+        help="memory a commit copies changed bytes into before they are written, e.g. 512M or 8G; a "
+        "commit with more changed bytes waits for the disk (default: $DART_STAGING or a quarter of "
+        "the machine's memory, at most 4G; touched only as commits need it)",
+    )
     run.add_argument("script", metavar="SCRIPT", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 

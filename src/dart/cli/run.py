@@ -1,4 +1,4 @@
-"""``dart run [--store DIR] [--every S|never] [--fresh] SCRIPT [ARGS...]``"""
+"""``dart run [--store DIR] [--every S|never] [--fresh] [--staging SIZE] SCRIPT [ARGS...]``"""
 
 from __future__ import annotations
 
@@ -7,5 +7,7 @@ from ..runner import run_script
 
 
 def main(args) -> int:
-    options = resolve(store=args.store, every=args.every, fresh=args.fresh, user_code=args.user_code)
+    options = resolve(
+        store=args.store, every=args.every, fresh=args.fresh, user_code=args.user_code, staging=args.staging
+    )
     return run_script(args.script, args.args, options)

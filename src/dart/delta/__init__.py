@@ -165,21 +165,42 @@ class AdaptiveTracker:
         self._learn(len(spans), fresh)
         return spans
 
-    def _copy_all(self, buffer, out):
-        view = memoryview(buffer).cast("B")
-        if len(view) != self.nbytes:
-            raise DeltaError(f"the buffer now has {len(view)} bytes but was tracked with "
+    def changed(self, buffer) -> list[int] | None:
+        """As ChunkTracker.changed, with the strategy picked for this buffer; None
+        means every chunk (no detection ran: the buffer is in "copy" mode)."""
+        buffer = as_buffer(buffer)
+        if self.mode == "copy":
+            self._countdown -= 1
+            if self._countdown > 0:
+                self._check_size(buffer)
+                return None
+            self.mode, self._probe = "hash", 2
+            self._hash = ChunkTracker(self.nbytes, self.chunk_size)
+        indices, fresh = self._detect(buffer, None)
+        self._learn(len(indices), fresh)
+        return indices
+
+    def _check_size(self, buffer):
+        n = memoryview(buffer).nbytes
+        if n != self.nbytes:
+            raise DeltaError(f"the buffer now has {n} bytes but was tracked with "
                              f"{self.nbytes} bytes; start a new tracker for it")
+
+    def _copy_all(self, buffer, out):
+        self._check_size(buffer)
+        view = memoryview(buffer).cast("B")
         memoryview(out).cast("B")[: self.nbytes] = view
 
     def _detect(self, buffer, out):
-        """(spans, whether the tracker used had no history: then spans is every chunk)."""
+        """(changed chunk indexes, or spans copied into out when out is given; whether the
+        tracker used had no history: then every chunk is reported)."""
+        run = (lambda t: t.changed(buffer)) if out is None else (lambda t: t.copy_changed(buffer, out))
         if self.mode == "dirty":
             try:
                 if self._dirty is None:
                     self._dirty = DirtyTracker(buffer, self.chunk_size, verify=True)
                 fresh = not self._dirty.primed
-                return self._dirty.copy_changed(buffer, out), fresh
+                return run(self._dirty), fresh
             except DeltaError as exc:
                 if "resized" in str(exc) and memoryview(buffer).nbytes != self.nbytes:
                     raise
@@ -191,11 +212,11 @@ class AdaptiveTracker:
                     self._hash = None
                 else:
                     self._dirty = DirtyTracker(buffer, self.chunk_size, verify=True)
-                    return self._dirty.copy_changed(buffer, out), True
+                    return run(self._dirty), True
         if self._hash is None:
             self._hash = ChunkTracker(self.nbytes, self.chunk_size)
         fresh = not self._hash._native.primed
-        return self._hash.copy_changed(buffer, out), fresh
+        return run(self._hash), fresh
 
     def _learn(self, nchanged: int, fresh: bool):
         dense = self.nchunks > 0 and nchanged >= self.dense_fraction * self.nchunks

@@ -1,34 +1,44 @@
 """The background flusher: makes staged commits durable while the program runs on.
 
-Capture hands over a `StagedCommit` (private copies of everything to write) and gets a
-`CommitHandle` back at once; a daemon thread writes the objects, the commit record and
-the run's ref, in submission order. At most `max_in_flight` commits wait at a time:
-`submit` blocks beyond that, which bounds the memory held by staged commits.
+Capture hands over packs of changed buffer bytes (`staging.StagedPack`, as each fills)
+and then a `StagedCommit` (its pods' pickle streams and the extents of its buffers), and
+gets a `CommitHandle` back at once; a daemon thread writes, in submission order, each
+pack as an object, then the commit's changed pods (one object), its index, its record
+and the run's ref. A pod whose bytes equal one of the previous commit is not written
+again. At most `max_in_flight` commits wait at a time: `submit` blocks beyond that;
+the staging area bounds the memory held by packs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import pickle
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import xxhash
+
 from dart.errors import StoreError
+
+from ..store.layout import FORMAT, build_index
+from .staging import StagedPack
 
 log = logging.getLogger("dart")
 
-__all__ = ["CommitHandle", "Flusher", "StagedCommit"]
+__all__ = ["CommitHandle", "CommitWriter", "Flusher", "StagedCommit"]
 
 
 @dataclass
 class StagedCommit:
     """What capture produces; the program is blocked only until this exists."""
 
-    payload: bytes  #: the pickle stream
-    buffers: list = field(default_factory=list)  #: out-of-band buffers, already private copies
+    pods: list = field(default_factory=list)  #: (name, pickle stream, deps, [buffer numbers])
+    buffers: list = field(default_factory=list)  #: (nbytes, extents) per buffer, see delta.book
     meta: dict = field(default_factory=dict)  #: JSON-safe fields copied into the record
 
 
@@ -96,7 +106,9 @@ class Flusher:
         self.head: str | None = store.read_ref(self.ref)  #: newest durable commit of this run
         self.bytes_written = 0
         self._parent = parent  # parent of the next record: the last good commit
-        self._queue: deque[tuple[StagedCommit, CommitHandle]] = deque()
+        self._queue: deque = deque()  # StagedPack, or (StagedCommit, CommitHandle)
+        self._pods: dict[str, tuple] = {}  # content hash -> (oid, offset, length), last commit
+        self._pack_bytes = 0  # written for packs since the last commit record
         self._in_flight = 0  # submitted and not yet durable or failed
         self._seq = 0
         self._closed = False
@@ -122,6 +134,14 @@ class Flusher:
             self._in_flight += 1
             self._cond.notify_all()
         return handle
+
+    def submit_pack(self, pack: StagedPack) -> None:
+        """Queue a filled pack (never blocks: the staging area bounds them)."""
+        with self._cond:
+            if self._closed:
+                raise StoreError(f"the flusher of run {self.run_id} is closed; no more commits can be written")
+            self._queue.append(pack)
+            self._cond.notify_all()
 
     @property
     def in_flight(self) -> int:
@@ -165,7 +185,14 @@ class Flusher:
                     self._cond.wait()
                 if not self._queue:
                     return
-                staged, handle = self._queue[0]
+                item = self._queue[0]
+            if isinstance(item, StagedPack):
+                self._write_pack(item)
+                with self._cond:
+                    self._queue.popleft()
+                    self._cond.notify_all()
+                continue
+            staged, handle = item
             cid, error = None, None
             try:
                 cid = self._write(staged, handle)
@@ -185,16 +212,58 @@ class Flusher:
                 handle._resolve(cid, error)
                 self._cond.notify_all()
 
+    def _write_pack(self, pack: StagedPack) -> None:
+        try:
+            data = pack.data()
+            oid, written = self.store.put_object(data)
+            for extent in pack.extents:  # each piece's own hash, for reads of part of a pack
+                extent[4] = xxhash.xxh3_64_intdigest(data[extent[3] : extent[3] + extent[1]])
+            pack.oid, pack.written = oid, written
+            self._pack_bytes += written
+        except Exception as exc:  # noqa: BLE001 - the commits that need it fail with it
+            pack.error = exc
+            log.error("dart: %d bytes of changed data of run %s could not be written: %s", pack.size, self.run_id, exc)
+        finally:
+            data = None
+            pack.extents = []
+            pack.release()
+
     def _write(self, staged: StagedCommit, handle: CommitHandle) -> str:
         store = self.store
-        written = 0
-        pickle_oid, n = store.put_object(staged.payload)
-        written += n
-        buffer_oids = []
-        for buffer in staged.buffers:
-            oid, n = store.put_object(buffer)
+        written, self._pack_bytes = self._pack_bytes, 0
+        # pods: unchanged ones point where they already are, changed ones go in one object
+        parts, where, offset = [], {}, 0  # where: content hash -> [oid, offset, length]
+        digests = [xxhash.xxh3_128_hexdigest(stream) for _, stream, _, _ in staged.pods]
+        for (_, stream, _, _), digest in zip(staged.pods, digests):
+            if digest not in where:
+                known = self._pods.get(digest)
+                if known is None:
+                    known = [None, offset, len(stream)]
+                    parts.append(stream)
+                    offset += len(stream)
+                where[digest] = list(known)
+        if parts:
+            oid, n = store.put_object(b"".join(parts))
             written += n
-            buffer_oids.append(oid)
+            for place in where.values():
+                if place[0] is None:
+                    place[0] = oid
+        rows = [[name, *where[d], deps, bufs] for (name, _, deps, bufs), d in zip(staged.pods, digests)]
+        buffers = []
+        for nbytes, extents in staged.buffers:
+            resolved = []
+            for start, length, pack, off, digest in extents:
+                if pack.oid is None:
+                    raise StoreError(
+                        f"commit #{handle.seq} of run {self.run_id} needs bytes that could not be written "
+                        f"({pack.error or 'an earlier write failed'}); the next commit writes them again"
+                    )
+                resolved.append([start, length, pack.oid, off, digest])
+            buffers.append((nbytes, resolved))
+        index, objects, n = build_index(rows, buffers, store.put_object)
+        written += n
+        index_oid, n = store.put_object(json.dumps(index, separators=(",", ":")).encode())
+        written += n
         delay = os.environ.get("DART_TEST_FLUSH_DELAY")
         if delay:
             time.sleep(float(delay))
@@ -202,12 +271,63 @@ class Flusher:
         record.update(
             parent=self._parent,
             run=self.run_id,
-            state={"pickle": pickle_oid, "buffers": buffer_oids},
+            state={"format": FORMAT, "index": index_oid, "objects": objects},
             bytes_written=written,
         )
         cid = store.put_commit(record)
         store.write_ref(self.ref, cid, expected=self.head)
+        self._pods = {digest: tuple(place) for digest, place in where.items()}
         handle.bytes_written = written
         with self._cond:
             self.bytes_written += written
         return cid
+
+
+class CommitWriter:
+    """What a run writes commits with: the buffer book (what changed), the staging
+    area (where changed bytes are copied) and the flusher (which writes them).
+
+    ``commit(pods, meta)`` takes pods with ``name``, ``stream``, ``deps`` and
+    ``buffers`` (contiguous buffers: PickleBuffers, arrays, bytearrays), blocks only
+    while changed chunks are copied, and returns the commit's handle."""
+
+    def __init__(self, store: Any, run_id: str, parent: str | None, *, staging: int = 1 << 30,
+                 max_in_flight: int = 2, dirty: bool | None = None) -> None:
+        from ..delta.book import BufferBook
+        from .staging import StagingArea
+
+        self.flusher = Flusher(store, run_id, parent, max_in_flight=max_in_flight)
+        self.staging = StagingArea(staging)
+        self.book = BufferBook(dirty=dirty)
+
+    def commit(self, pods, meta: dict) -> CommitHandle:
+        from ..delta.book import buffer_address
+
+        numbers: dict[tuple, int] = {}
+        views, rows = [], []
+        for pod in pods:
+            bufs = []
+            for buffer in pod.buffers:
+                view = buffer.raw() if isinstance(buffer, pickle.PickleBuffer) else memoryview(buffer).cast("B")
+                key = (buffer_address(view), len(view))
+                if key not in numbers:  # two pods over one memory: one buffer, shared again on load
+                    numbers[key] = len(views)
+                    views.append(view)
+                bufs.append(numbers[key])
+            rows.append((pod.name, pod.stream, list(pod.deps), bufs))
+        table = self.book.stage(views, self.staging, self.flusher.submit_pack)
+        meta = dict(meta, staged_bytes=self.book.staged_bytes)
+        return self.flusher.submit(StagedCommit(pods=rows, buffers=table, meta=meta))
+
+    def close(self, timeout: float | None = None) -> None:
+        try:
+            self.flusher.close(timeout)
+        finally:
+            self.book.close()
+            self.staging.close()
+
+    def __enter__(self) -> CommitWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -14,7 +14,7 @@ import types
 import warnings
 
 from .. import _native
-from ..capture import restore
+from ..capture import load_roots
 from ..capture.hidden import capture_hidden, compare_environment, restore_hidden
 from ..capture.path import describe
 from ..errors import CaptureError, DartWarning, ResumeError, StoreError
@@ -129,11 +129,8 @@ def prepare(session) -> tuple[types.CodeType, ast.Module]:
             f"re-running the imports and definitions of {session.display_name} before the resume point "
             f"failed: {type(exc).__name__}: {exc}. Fix the script or run again with --fresh."
         ) from exc
-    state = commit["state"]
     try:
-        stream = session.store.get_object(state["pickle"])
-        buffers = [session.store.get_object(oid) for oid in state["buffers"]]
-        roots = restore(stream, buffers, main_namespace=namespace)
+        roots = load_roots(session.store, commit, main_namespace=namespace)
     except (CaptureError, StoreError) as exc:
         raise ResumeError(
             f"cannot load the state of commit {commit['id'][:12]} in {session.store.root}: {exc}. "

@@ -1,0 +1,111 @@
+"""Pods: the program's state cut into separately pickled, content-addressed pieces.
+
+The cut is one pod per root: each global variable, each local of a frame on the
+path, each loop iterator, and the hidden state (random generators). A pod is one
+pickle stream plus the out-of-band buffers it refers to. Pods are pickled in a
+fixed order (globals in definition order, then frame locals, iterators, hidden),
+and an object that an earlier pod already holds is not pickled again: the later pod
+stores a reference ``(pod name, memo index)`` instead, resolved on load against the
+earlier pod's unpickler memo. So identity and aliasing survive across pods
+(``b = a``, a model shared by a trainer and a global, an optimizer holding the
+model's parameters), and a change to one object changes only the pod that owns it
+(the first one to reach it) plus pods whose references moved.
+
+Only objects whose identity can matter are shared this way: atoms (numbers,
+strings, bytes), tuples, classes and modules are cheaper to repeat and keep a pod's
+bytes independent of its neighbours.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import types
+from dataclasses import dataclass, field
+
+from . import pickler
+
+#: Objects never shared across pods (repeating them costs less than a reference).
+_NOT_SHARED = (
+    str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range,
+    type, types.ModuleType, types.BuiltinFunctionType, types.CodeType, pickle.PickleBuffer,
+)
+
+
+@dataclass
+class Pod:
+    name: str
+    stream: bytes
+    buffers: list = field(default_factory=list)  #: pickle.PickleBuffer, not copied
+    deps: list = field(default_factory=list)  #: names of earlier pods this one refers to
+
+
+class _PodPickler(pickler.StatePickler):
+    def __init__(self, file, buffer_callback, main_module, shared: dict, storages: dict):
+        super().__init__(file, buffer_callback=buffer_callback, main_module=main_module)
+        self._shared = shared
+        self._storages = storages  # one proxy per torch storage for the whole commit
+        self.deps: set[str] = set()
+
+    def persistent_id(self, obj):
+        ref = self._shared.get(id(obj))
+        if ref is not None:
+            self.deps.add(ref[0])
+        return ref
+
+
+def cut(roots: list[tuple[str, object]], main_module=None) -> tuple[list[Pod], list]:
+    """Pickle each (name, value) of ``roots`` as one pod, in order. Returns the pods
+    and a keep-alive list the caller must hold until it has copied the buffers (the
+    picklers' memos own temporaries whose ids the sharing table relies on)."""
+    shared: dict[int, tuple[str, int]] = {}
+    storages: dict = {}
+    keep = []
+    pods = []
+    for name, value in roots:
+        buffers: list[pickle.PickleBuffer] = []
+
+        def out_of_band(buffer, buffers=buffers) -> bool:
+            if buffer.raw().nbytes < pickler.OUT_OF_BAND_MIN:
+                return True
+            buffers.append(buffer)
+            return False
+
+        stream = io.BytesIO()
+        p = _PodPickler(stream, out_of_band, main_module, shared, storages)
+        p.dump(value)
+        memo = p.memo.copy()
+        keep.append(memo)
+        for oid, (index, obj) in memo.items():
+            if not isinstance(obj, _NOT_SHARED) and oid not in shared:
+                shared[oid] = (name, index)
+        pods.append(Pod(name, stream.getvalue(), buffers, sorted(p.deps)))
+    return pods, keep
+
+
+class _PodUnpickler(pickler.StateUnpickler):
+    def __init__(self, file, buffers, main_namespace, memos: dict):
+        super().__init__(file, buffers=buffers, main_namespace=main_namespace)
+        self._memos = memos
+
+    def persistent_load(self, pid):
+        try:
+            name, index = pid
+            return self._memos[name][index]
+        except (KeyError, TypeError, ValueError):
+            raise pickle.UnpicklingError(f"a saved object refers to {pid!r}, which is not in this commit") from None
+
+
+def assemble(pods, main_namespace: dict | None = None, memos: dict | None = None) -> dict:
+    """Unpickle ``pods`` (iterable of (name, stream, buffers), each after the pods it
+    depends on); returns {name: value}. ``memos`` (pod name -> memo) carries the
+    pods loaded by an earlier call, so objects they share stay shared."""
+    memos = {} if memos is None else memos
+    values = {}
+    for name, stream, buffers in pods:
+        if name in memos:
+            continue
+        u = _PodUnpickler(io.BytesIO(stream), buffers, main_namespace, memos)
+        values[name] = u.load()
+        memos[name] = u.memo.copy()
+    return values

@@ -1,0 +1,149 @@
+"""The buffer book: where every out-of-band buffer's bytes live in the store, and which
+of them changed since the last commit.
+
+A buffer is known by its address and size. At each commit the book asks the
+buffer's tracker which chunks changed (``AdaptiveTracker``: kernel dirty pages,
+hashing, or no detection for buffers rewritten every time), copies only those
+chunks into staging packs, and lays the new extents over the buffer's previous
+ones. An extent is ``[start, length, pack, offset in pack, xxh3-64 or None]``; the
+extents of a buffer cover it exactly, so a buffer is rebuilt from the packs of
+several commits. Buffers not seen at a commit are forgotten (their trackers, which
+may hold the memory, are closed); a buffer seen again later is written in full.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import AdaptiveTracker, DeltaError
+
+#: Chunk granularity of change detection: one row of 1024 float32 values; sparse
+#: row updates cost one chunk each (docs/delta.md: 64 KiB chunks cost 16x the bytes).
+CHUNK = 4096
+
+
+class _Entry:
+    __slots__ = ("tracker", "extents")
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+        self.extents: list[list] = []
+
+
+def buffer_address(view: memoryview) -> int:
+    return np.frombuffer(view, dtype=np.uint8).__array_interface__["data"][0] if len(view) else 0
+
+
+def _runs(indices, nchunks: int, chunk: int, nbytes: int) -> list[tuple[int, int]]:
+    """Sorted chunk indexes -> byte ranges [(start, stop)] of consecutive chunks."""
+    if indices is None:
+        return [(0, nbytes)] if nbytes else []
+    if len(indices) == 0:
+        return []
+    idx = np.asarray(indices, dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    firsts = idx[np.concatenate(([0], breaks))]
+    lasts = idx[np.concatenate((breaks - 1, [len(idx) - 1]))]
+    return [(int(f) * chunk, min((int(l) + 1) * chunk, nbytes)) for f, l in zip(firsts, lasts)]
+
+
+def overlay(old: list[list], new: list[list]) -> list[list]:
+    """Lay ``new`` extents (sorted, disjoint) over ``old`` ones (sorted, covering the
+    buffer); old extents cut in two keep their pack and lose their hash."""
+    out, i, old = [], 0, list(old)
+    for ext in new:
+        start, stop = ext[0], ext[0] + ext[1]
+        while i < len(old) and old[i][0] + old[i][1] <= start:
+            out.append(old[i])
+            i += 1
+        if i < len(old) and old[i][0] < start:
+            o = old[i]
+            out.append([o[0], start - o[0], o[2], o[3], None])
+        out.append(ext)
+        while i < len(old) and old[i][0] + old[i][1] <= stop:
+            i += 1
+        if i < len(old) and old[i][0] < stop:
+            o = old[i]
+            old[i] = [stop, o[0] + o[1] - stop, o[2], o[3] + (stop - o[0]), None]
+    out.extend(old[i:])
+    return out
+
+
+class BufferBook:
+    """Change detection and extents of the buffers of one run (program thread only)."""
+
+    def __init__(self, chunk_size: int = CHUNK, dirty: bool | None = None):
+        self.chunk_size = chunk_size
+        self.dirty = dirty
+        self._known: dict[tuple[int, int], _Entry] = {}
+        self.staged_bytes = 0  #: bytes copied at the last commit
+
+    def __len__(self):
+        return len(self._known)
+
+    def stage(self, buffers, area, submit_pack) -> list[tuple[int, list[list]]]:
+        """Copy the changed chunks of ``buffers`` (contiguous byte memoryviews, one
+        entry per distinct buffer) into packs of ``area``; each pack is passed to
+        ``submit_pack`` once full or at the end. Returns [(nbytes, extents)]."""
+        seen, table, packs = set(), [], [None]
+        self.staged_bytes = 0
+
+        def fill(view, start, stop, new):
+            while start < stop:
+                pack = packs[0]
+                if pack is None or pack.free < 1:
+                    if pack is not None:
+                        area.seal(pack)
+                        submit_pack(pack)
+                    pack = packs[0] = area.open_pack()
+                n = min(stop - start, pack.free)
+                offset = pack.put(view[start : start + n])
+                extent = [start, n, pack, offset, None]
+                new.append(extent)
+                pack.extents.append(extent)
+                self.staged_bytes += n
+                start += n
+
+        try:
+            for view in buffers:
+                key = (buffer_address(view), len(view))
+                seen.add(key)
+                entry = self._known.get(key)
+                if entry is not None and any(e[2].error is not None for e in entry.extents):
+                    entry.tracker.close()  # its bytes were never written: start over
+                    entry = None
+                if entry is None:
+                    entry = self._known[key] = _Entry(AdaptiveTracker(len(view), self.chunk_size, dirty=self.dirty))
+                try:
+                    indices = entry.tracker.changed(view)
+                except DeltaError:
+                    entry.tracker.close()
+                    entry = self._known[key] = _Entry(AdaptiveTracker(len(view), self.chunk_size, dirty=False))
+                    indices = None
+                if not entry.extents:
+                    indices = None  # never staged: all of it
+                new: list[list] = []
+                for start, stop in _runs(indices, entry.tracker.nchunks, self.chunk_size, len(view)):
+                    fill(view, start, stop, new)
+                entry.extents = overlay(entry.extents, new) if entry.extents else new
+                table.append((len(view), entry.extents))
+        except BaseException:
+            for entry in self._known.values():
+                entry.tracker.close()
+            self._known.clear()  # trackers moved on without a commit: forget everything
+            raise
+        finally:
+            if packs[0] is not None:
+                area.seal(packs[0])
+                if packs[0].size:
+                    submit_pack(packs[0])
+                else:
+                    packs[0].release()
+        for key in [k for k in self._known if k not in seen]:
+            self._known.pop(key).tracker.close()
+        return table
+
+    def close(self):
+        for entry in self._known.values():
+            entry.tracker.close()
+        self._known.clear()

@@ -1,0 +1,218 @@
+"""How a commit's state lies in the store (format 2), and how it is read back.
+
+A commit record's ``state`` is ``{"format": 2, "index": oid, "objects": [...]}``:
+``objects`` lists every object the commit needs (so a copy or a collector knows
+them without parsing). The index object is JSON::
+
+    {"objects": [oid, ...],                      # numbered; rows refer to them by number
+     "pods": [[name, obj, offset, length, [dep names], [buffer numbers]], ...],
+     "buffers": [[nbytes, extents or manifest oid], ...]}
+
+A pod is one pickle stream (``dart.capture.pods``), packed with the other pods that
+changed at that commit into one object. A buffer is covered by extents
+``[start, length, obj, offset, xxh3-64 or 0]``; a buffer with many extents keeps
+them in a manifest object of its own (binary), so an unchanged sparse buffer's
+manifest is not written again. Extent data sit in packs: objects made of the
+changed chunks of one commit, raw or zstd as the store decided.
+
+Reading: a pack that is compressed, or of which most bytes are needed, is read
+whole and checked against its id; a buffer that is one whole extent of it is a
+slice of it (no copy). Otherwise each extent is read where it lies and checked
+against its own hash.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import xxhash
+
+from dart.errors import CorruptObjectError, StoreError
+
+FORMAT = 2
+INLINE_EXTENTS = 64  #: more extents than this go to a manifest object
+_MANIFEST_MAGIC = b"DARTMF1\n"
+_DAMAGED = "the store is damaged; restore it from a copy or start over with --fresh"
+
+
+def encode_manifest(rows: list[list], oids: list[str]) -> bytes:
+    """Extent rows [start, length, obj number, offset, hash] -> manifest bytes."""
+    header = json.dumps({"objects": oids}).encode() + b"\n"
+    table = np.array(rows, dtype=np.uint64).reshape(-1, 5)
+    return _MANIFEST_MAGIC + struct.pack("<I", len(header)) + header + table.astype("<u8").tobytes()
+
+
+def decode_manifest(data: bytes, oid: str) -> tuple[list[str], np.ndarray]:
+    try:
+        if data[: len(_MANIFEST_MAGIC)] != _MANIFEST_MAGIC:
+            raise ValueError("bad magic")
+        at = len(_MANIFEST_MAGIC)
+        (n,) = struct.unpack_from("<I", data, at)
+        oids = json.loads(data[at + 4 : at + 4 + n])["objects"]
+        table = np.frombuffer(data, dtype="<u8", offset=at + 4 + n).reshape(-1, 5)
+    except (ValueError, KeyError, struct.error) as exc:
+        raise CorruptObjectError(f"manifest object {oid} cannot be read ({exc}); {_DAMAGED}") from exc
+    return oids, table
+
+
+class CommitState:
+    """The saved state of one commit, read on demand."""
+
+    def __init__(self, store, record: dict):
+        self.store = store
+        self.record = record
+        state = record.get("state") or {}
+        self.legacy = "pickle" in state  # written by dart 0.1 (one stream, whole buffers)
+        if self.legacy:
+            return
+        if state.get("format") != FORMAT:
+            raise StoreError(
+                f"commit {record.get('id', '?')[:12]} was written in state format {state.get('format')!r}, "
+                f"which this dart cannot read; use the dart version that wrote it"
+            )
+        self.index = _json_object(store.get_object(state["index"]), state["index"])
+        self.objects = self.index["objects"]
+        self.pods = {row[0]: row for row in self.index["pods"]}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.pods)
+
+    def needed(self, names) -> list[str]:
+        """``names`` and the pods they refer to, in pickling order."""
+        want, todo = set(), list(names)
+        while todo:
+            name = todo.pop()
+            if name in want:
+                continue
+            if name not in self.pods:
+                raise StoreError(f"commit {self.record['id'][:12]} has no saved object {name!r}; {_DAMAGED}")
+            want.add(name)
+            todo.extend(self.pods[name][4])
+        return [n for n in self.pods if n in want]
+
+    def read(self, names=None, loaded=()) -> list[tuple[str, bytes, list]]:
+        """[(pod name, pickle stream, buffers)] for ``names`` (default all) and their
+        dependencies, in the order they must be unpickled; pods in ``loaded`` are
+        left out (the caller has them)."""
+        order = [n for n in self.needed(self.names if names is None else names) if n not in loaded]
+        wanted_buffers = sorted({b for n in order for b in self.pods[n][5]})
+        buffers = self._read_buffers(wanted_buffers)
+        streams = self._read_pod_streams(order)
+        return [(n, streams[n], [buffers[b] for b in self.pods[n][5]]) for n in order]
+
+    # ------------------------------------------------------------------ pods
+
+    def _read_pod_streams(self, order) -> dict[str, memoryview]:
+        blobs: dict[int, bytes] = {}
+        out = {}
+        for name in order:
+            _, obj, offset, length, _, _ = self.pods[name]
+            if obj not in blobs:
+                blobs[obj] = self.store.get_object(self.objects[obj])
+            out[name] = memoryview(blobs[obj])[offset : offset + length]
+        return out
+
+    # ------------------------------------------------------------------ buffers
+
+    def _extents(self, number: int) -> tuple[int, list[str], np.ndarray]:
+        nbytes, spec = self.index["buffers"][number]
+        if isinstance(spec, str):
+            oids, table = decode_manifest(self.store.get_object(spec), spec)
+        else:
+            oids, table = self.objects, np.array(spec, dtype=np.uint64).reshape(-1, 5)
+        if int(table[:, 1].sum()) != nbytes:
+            raise CorruptObjectError(
+                f"the extents of buffer {number} of commit {self.record['id'][:12]} do not cover its "
+                f"{nbytes} bytes; {_DAMAGED}"
+            )
+        return nbytes, oids, table
+
+    def _read_buffers(self, numbers) -> dict[int, object]:
+        plans = {n: self._extents(n) for n in numbers}
+        # bytes needed from each object, to choose between reading it whole or in parts
+        need: dict[str, int] = {}
+        unhashed = set()  # objects holding a piece without its own hash: checked whole
+        for nbytes, oids, table in plans.values():
+            for start, length, obj, offset, digest in table.tolist():
+                need[oids[obj]] = need.get(oids[obj], 0) + length
+                if not digest:
+                    unhashed.add(oids[obj])
+        whole: dict[str, bytearray] = {}
+        for oid, n in need.items():
+            codec, length = self.store.object_header(oid)
+            if codec != 0 or oid in unhashed or 2 * n >= length or length <= 1 << 20:
+                whole[oid] = self.store.read_object(oid)
+        out = {}
+        for number, (nbytes, oids, table) in plans.items():
+            if len(table) == 1 and oids[table[0][2]] in whole:
+                start, length, obj, offset, _ = (int(v) for v in table[0])
+                out[number] = memoryview(whole[oids[obj]])[offset : offset + length]  # no copy
+                continue
+            target = bytearray(nbytes)
+            view = memoryview(target)
+            for start, length, obj, offset, digest in table.tolist():
+                oid = oids[obj]
+                if oid in whole:
+                    view[start : start + length] = memoryview(whole[oid])[offset : offset + length]
+                else:
+                    self.store.read_object_range(oid, offset, view[start : start + length])
+                    if xxhash.xxh3_64_intdigest(view[start : start + length]) != digest:
+                        raise CorruptObjectError(
+                            f"bytes {offset}..{offset + length} of object {oid} failed their checksum; {_DAMAGED}"
+                        )
+            out[number] = view
+        return out
+
+
+def _json_object(data: bytes, oid: str) -> dict:
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptObjectError(f"index object {oid} is not valid JSON ({exc}); {_DAMAGED}") from exc
+    if not isinstance(value, dict) or "pods" not in value:
+        raise CorruptObjectError(f"index object {oid} is not a commit index; {_DAMAGED}")
+    return value
+
+
+def build_index(pods: list, buffers: list, put_object) -> tuple[dict, list[str], int]:
+    """The index of a commit from resolved rows. ``pods``: [name, oid, offset,
+    length, deps, bufs]; ``buffers``: [(nbytes, [[start, length, oid, offset,
+    hash]])]. Large extent lists go to manifest objects through ``put_object``.
+    Returns (index, every object the commit needs, bytes written for manifests)."""
+    objects: list[str] = []
+    numbers: dict[str, int] = {}
+
+    def number(oid: str) -> int:
+        if oid not in numbers:
+            numbers[oid] = len(objects)
+            objects.append(oid)
+        return numbers[oid]
+
+    pod_rows = [[name, number(oid), off, n, deps, bufs] for name, oid, off, n, deps, bufs in pods]
+    needed = set(objects)
+    written = 0
+    buffer_rows = []
+    for nbytes, extents in buffers:
+        if len(extents) > INLINE_EXTENTS:
+            local: dict[str, int] = {}
+            rows = [[s, n, local.setdefault(oid, len(local)), off, h or 0] for s, n, oid, off, h in extents]
+            moid, w = put_object(encode_manifest(rows, list(local)))
+            written += w
+            needed.update(local)
+            needed.add(moid)
+            buffer_rows.append([nbytes, moid])
+        else:
+            buffer_rows.append([nbytes, [[s, n, number(oid), off, h or 0] for s, n, oid, off, h in extents]])
+    needed.update(objects)
+    return {"objects": objects, "pods": pod_rows, "buffers": buffer_rows}, sorted(needed), written
+
+
+def object_names(record: dict) -> list[str]:
+    """Every object a commit record needs (both formats)."""
+    state = record.get("state") or {}
+    if "pickle" in state:
+        return [state["pickle"], *state.get("buffers", [])]
+    return [state["index"], *state.get("objects", [])] if "index" in state else []
