@@ -18,6 +18,7 @@ and a script that dies from an exception, is fixed, and is run again.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import subprocess
@@ -192,6 +193,11 @@ def kill_mid_commit(cmd, cwd: Path, store: Path) -> Result:
     return result
 
 
+def newest_run_finished(store: Path) -> bool:
+    runs = [json.loads(p.read_text()) for p in (store / "runs").glob("*.json")]
+    return bool(runs) and max(runs, key=lambda r: r["created"]).get("status") == "finished"
+
+
 def commit_count(store: Path) -> int:
     return len(list((store / "commits").glob("*.json")))
 
@@ -287,7 +293,8 @@ def kill_chain(case: Case, ref: Reference, tmp_path: Path, every: str, kills: in
             # over (a file it appends to then holds that partial output twice,
             # as with plain python): kill once the run has committed.
             killed = kill_after_a_commit(cmd, tmp_path, store, wait=rnd.uniform(0.0, 0.4))
-            if not killed.killed:
+            if not killed.killed or newest_run_finished(store):
+                # (a kill may also land after the run ended, while the interpreter exits)
                 # It finished first (little work was left): that is the last run.
                 assert_resumed_from_newest(commits, killed)
                 runs.append(killed)

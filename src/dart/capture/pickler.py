@@ -103,18 +103,34 @@ def _root_array(array):
     return root
 
 
-def _rebuild_storage(data):
+def _rebuild_storage(data, device: str = "cpu"):
     import torch
 
     if len(data) == 0:
-        return torch.empty(0, dtype=torch.uint8).untyped_storage()
-    return torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
+        storage = torch.empty(0, dtype=torch.uint8).untyped_storage()
+    else:
+        storage = torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
+    if device != "cpu":
+        try:
+            storage = storage.to(device=device)
+        except (RuntimeError, AssertionError) as exc:
+            import warnings
+
+            from ..errors import DartWarning
+
+            warnings.warn(
+                f"a tensor saved on {device} is loaded on the CPU: {str(exc).splitlines()[0]}; "
+                "move it with .to(device) once the device is available",
+                DartWarning,
+                stacklevel=2,
+            )
+    return storage
 
 
 def _rebuild_tensor(storage, offset, size, stride, dtype, requires_grad, parameter, grad):
     import torch
 
-    tensor = torch.empty(0, dtype=dtype).set_(storage, offset, size, stride)
+    tensor = torch.empty(0, dtype=dtype, device=storage.device).set_(storage, offset, size, stride)
     if parameter:
         tensor = torch.nn.Parameter(tensor, requires_grad=requires_grad)
     elif requires_grad:
@@ -155,8 +171,12 @@ class _Storage:
     def __reduce__(self):
         import torch
 
-        flat = torch.empty(0, dtype=torch.uint8).set_(self.storage)
-        return _rebuild_storage, (pickle.PickleBuffer(flat.numpy()),)
+        device = self.storage.device
+        host = self.storage if device.type == "cpu" else self.storage.cpu()  # staged on the host
+        flat = torch.empty(0, dtype=torch.uint8).set_(host)
+        if device.type == "cpu":
+            return _rebuild_storage, (pickle.PickleBuffer(flat.numpy()),)
+        return _rebuild_storage, (pickle.PickleBuffer(flat.numpy()), str(device))
 
 
 class StatePickler(pickle.Pickler):
@@ -166,16 +186,18 @@ class StatePickler(pickle.Pickler):
         self._storages: dict[tuple, _Storage] = {}
 
     def _reduce_tensor(self, tensor, torch):
-        """Plain CPU tensors and parameters at the storage level; anything
-        else (CUDA, sparse, quantized, subclasses) goes through torch's own pickling."""
-        if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.device.type != "cpu":
+        """Plain CPU and CUDA tensors and parameters at the storage level (CUDA
+        storages copied to host memory at the commit, put back on their device on
+        load); anything else (sparse, quantized, subclasses, other devices) goes
+        through torch's own pickling."""
+        if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.device.type not in ("cpu", "cuda"):
             return NotImplemented
         if tensor.layout != torch.strided or tensor.is_quantized or tensor.is_nested:
             return NotImplemented
         if tensor.requires_grad and not tensor.is_leaf:
             return NotImplemented
         storage = tensor.untyped_storage()
-        key = (storage.data_ptr(), storage.nbytes())
+        key = (str(tensor.device), storage.data_ptr(), storage.nbytes())
         proxy = self._storages.get(key)
         if proxy is None:
             proxy = self._storages[key] = _Storage(storage)
