@@ -218,7 +218,7 @@ class Flusher:
             oid, written = self.store.put_object(data)
             for extent in pack.extents:  # each piece's own hash, for reads of part of a pack
                 extent[4] = xxhash.xxh3_64_intdigest(data[extent[3] : extent[3] + extent[1]])
-            pack.oid, pack.written = oid, written
+            pack.oid = oid
             self._pack_bytes += written
         except Exception as exc:  # noqa: BLE001 - the commits that need it fail with it
             pack.error = exc

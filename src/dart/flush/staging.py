@@ -29,7 +29,7 @@ MIN_PACK = 1 << 20
 class StagedPack:
     """One region of the staging area that becomes one object in the store."""
 
-    __slots__ = ("seq", "offset", "capacity", "size", "oid", "error", "extents", "written", "_area")
+    __slots__ = ("seq", "offset", "capacity", "size", "oid", "error", "extents", "_area")
 
     def __init__(self, area: StagingArea, seq: int, offset: int, capacity: int):
         self._area = area
@@ -38,7 +38,6 @@ class StagedPack:
         self.oid: str | None = None  #: set by the flusher once durable
         self.error: BaseException | None = None  #: set by the flusher if writing failed
         self.extents: list[list] = []  #: extents staged here; the flusher fills in their hashes
-        self.written = 0  #: bytes the store wrote for it
 
     @property
     def free(self) -> int:
