@@ -209,11 +209,12 @@ def restore_pods(cut: list, main_namespace: dict | None = None) -> dict:
     return _roots_from_pods(assemble(parts, main_namespace))
 
 
-def load_roots(store, record: dict, main_namespace: dict | None = None) -> dict:
-    """The roots dict of a commit: inverse of :meth:`Capturer.capture`."""
+def load_roots(store, record: dict, main_namespace: dict | None = None, state=None) -> dict:
+    """The roots dict of a commit: inverse of :meth:`Capturer.capture`. ``state``:
+    the commit's ``CommitState`` if the caller wants it (it keeps the loaded buffers)."""
     from ..store.layout import CommitState
 
-    state = CommitState(store, record)
+    state = CommitState(store, record) if state is None else state
     if state.legacy:  # a commit of dart 0.1: one stream, whole buffers
         return restore(
             store.get_object(record["state"]["pickle"]),

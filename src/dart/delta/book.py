@@ -143,6 +143,22 @@ class BufferBook:
             self._known.pop(key).tracker.close()
         return table
 
+    def seed(self, view: memoryview, extents: list[list]) -> None:
+        """Know a buffer that is already stored (a commit just loaded): track it from
+        its current bytes, with ``extents`` as where they are."""
+        key = (buffer_address(view), len(view))
+        old = self._known.pop(key, None)
+        if old is not None:
+            old.tracker.close()
+        entry = _Entry(AdaptiveTracker(len(view), self.chunk_size, dirty=self.dirty))
+        try:
+            entry.tracker.changed(view)  # first look: remembers the bytes as they are now
+        except DeltaError:
+            entry.tracker.close()
+            return  # written whole at the next commit
+        entry.extents = extents
+        self._known[key] = entry
+
     def close(self):
         for entry in self._known.values():
             entry.tracker.close()

@@ -143,6 +143,13 @@ class Flusher:
             self._queue.append(pack)
             self._cond.notify_all()
 
+    def seed_pods(self, locations: dict[str, tuple]) -> None:
+        """Pods already in the store (of the commit a resumed run starts from):
+        the same bytes are referred to, not written again."""
+        with self._cond:
+            if not self._pods:
+                self._pods = dict(locations)
+
     @property
     def in_flight(self) -> int:
         with self._cond:
@@ -248,7 +255,7 @@ class Flusher:
             for place in where.values():
                 if place[0] is None:
                     place[0] = oid
-        rows = [[name, *where[d], deps, bufs] for (name, _, deps, bufs), d in zip(staged.pods, digests)]
+        rows = [[name, *where[d], deps, bufs, d] for (name, _, deps, bufs), d in zip(staged.pods, digests)]
         buffers = []
         for nbytes, extents in staged.buffers:
             resolved = []
@@ -318,6 +325,23 @@ class CommitWriter:
         table = self.book.stage(views, self.staging, self.flusher.submit_pack)
         meta = dict(meta, staged_bytes=self.book.staged_bytes)
         return self.flusher.submit(StagedCommit(pods=rows, buffers=table, meta=meta))
+
+    def seed(self, state) -> None:
+        """Start from a commit just loaded (``store.layout.CommitState``): its buffers,
+        now in memory, are known with their extents and tracked from here, and its pods
+        are known, so the run's next commit writes only what changed since."""
+        from .staging import StoredPack
+
+        if getattr(state, "legacy", True):
+            return
+        packs: dict[str, StoredPack] = {}
+        for number, view in state.loaded_buffers.items():
+            nbytes, extents = state.extents(number)
+            for extent in extents:
+                extent[2] = packs.setdefault(extent[2], StoredPack(extent[2]))
+                extent[4] = extent[4] or None
+            self.book.seed(view, extents)
+        self.flusher.seed_pods(state.pod_locations())
 
     def close(self, timeout: float | None = None) -> None:
         try:

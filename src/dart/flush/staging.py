@@ -62,6 +62,17 @@ class StagedPack:
         return f"<StagedPack #{self.seq} {self.size} B {self.oid or ('failed' if self.error else 'pending')}>"
 
 
+class StoredPack:
+    """A pack already in the store: where the extents of a commit a run resumed
+    from point (see CommitWriter.seed)."""
+
+    __slots__ = ("oid",)
+    error = None
+
+    def __init__(self, oid: str):
+        self.oid = oid
+
+
 class StagingArea:
     """A bounded ring of packs; one producer (the program), one consumer (the flusher)."""
 

@@ -15,6 +15,7 @@ import warnings
 
 from .. import _native
 from ..capture import load_roots
+from ..store.layout import CommitState
 from ..capture.hidden import capture_hidden, compare_environment, restore_hidden
 from ..capture.path import describe
 from ..errors import CaptureError, DartWarning, ResumeError, StoreError
@@ -130,7 +131,9 @@ def prepare(session) -> tuple[types.CodeType, ast.Module]:
             f"failed: {type(exc).__name__}: {exc}. Fix the script or run again with --fresh."
         ) from exc
     try:
-        roots = load_roots(session.store, commit, main_namespace=namespace)
+        state = CommitState(session.store, commit)
+        roots = load_roots(session.store, commit, main_namespace=namespace, state=state)
+        session.writer.seed(state)  # the next commit writes only what changed since this one
     except (CaptureError, StoreError) as exc:
         raise ResumeError(
             f"cannot load the state of commit {commit['id'][:12]} in {session.store.root}: {exc}. "

@@ -5,7 +5,7 @@ A commit record's ``state`` is ``{"format": 2, "index": oid, "objects": [...]}``
 them without parsing). The index object is JSON::
 
     {"objects": [oid, ...],                      # numbered; rows refer to them by number
-     "pods": [[name, obj, offset, length, [dep names], [buffer numbers]], ...],
+     "pods": [[name, obj, offset, length, [dep names], [buffer numbers], xxh3-128], ...],
      "buffers": [[nbytes, extents or manifest oid], ...]}
 
 A pod is one pickle stream (``dart.capture.pods``), packed with the other pods that
@@ -75,6 +75,7 @@ class CommitState:
         self.index = _json_object(store.get_object(state["index"]), state["index"])
         self.objects = self.index["objects"]
         self.pods = {row[0]: row for row in self.index["pods"]}
+        self.loaded_buffers: dict[int, memoryview] = {}  #: buffer number -> its bytes, once read
 
     @property
     def names(self) -> list[str]:
@@ -109,7 +110,7 @@ class CommitState:
         blobs: dict[int, bytes] = {}
         out = {}
         for name in order:
-            _, obj, offset, length, _, _ = self.pods[name]
+            obj, offset, length = self.pods[name][1:4]
             if obj not in blobs:
                 blobs[obj] = self.store.get_object(self.objects[obj])
             out[name] = memoryview(blobs[obj])[offset : offset + length]
@@ -164,7 +165,17 @@ class CommitState:
                             f"bytes {offset}..{offset + length} of object {oid} failed their checksum; {_DAMAGED}"
                         )
             out[number] = view
+        self.loaded_buffers.update(out)
         return out
+
+    def extents(self, number: int) -> tuple[int, list[list]]:
+        """(nbytes, [[start, length, object id, offset, xxh3-64 or 0]]) of a buffer."""
+        nbytes, oids, table = self._extents(number)
+        return nbytes, [[s, n, oids[o], off, h] for s, n, o, off, h in table.tolist()]
+
+    def pod_locations(self) -> dict[str, tuple[str, int, int]]:
+        """Content hash -> (object, offset, length) of this commit's pods."""
+        return {row[6]: (self.objects[row[1]], row[2], row[3]) for row in self.index["pods"] if len(row) > 6}
 
 
 def _json_object(data: bytes, oid: str) -> dict:
@@ -179,7 +190,7 @@ def _json_object(data: bytes, oid: str) -> dict:
 
 def build_index(pods: list, buffers: list, put_object) -> tuple[dict, list[str], int]:
     """The index of a commit from resolved rows. ``pods``: [name, oid, offset,
-    length, deps, bufs]; ``buffers``: [(nbytes, [[start, length, oid, offset,
+    length, deps, bufs, content hash]; ``buffers``: [(nbytes, [[start, length, oid, offset,
     hash]])]. Large extent lists go to manifest objects through ``put_object``.
     Returns (index, every object the commit needs, bytes written for manifests)."""
     objects: list[str] = []
@@ -191,7 +202,7 @@ def build_index(pods: list, buffers: list, put_object) -> tuple[dict, list[str],
             objects.append(oid)
         return numbers[oid]
 
-    pod_rows = [[name, number(oid), off, n, deps, bufs] for name, oid, off, n, deps, bufs in pods]
+    pod_rows = [[name, number(oid), off, n, deps, bufs, digest] for name, oid, off, n, deps, bufs, digest in pods]
     needed = set(objects)
     written = 0
     buffer_rows = []
