@@ -104,6 +104,17 @@ def _flag(value, source: str) -> bool:
     raise ConfigError(f"{source}: {value!r} is not a yes/no value (use 1 or 0)")
 
 
+def _pick(arg, flag: str, env: str, key: str, table: dict, parse, default):
+    """A setting from the argument, else $env, else [tool.dart] key, else default()."""
+    if arg is not None:
+        return parse(arg, flag)
+    if os.environ.get(env):
+        return parse(os.environ[env], env)
+    if key in table:
+        return parse(table[key], f"[tool.dart] {key}")
+    return default()
+
+
 def resolve(
     store=None, every=None, fresh: bool = False, cwd: Path | None = None, user_code=None, local_modules=None,
     staging=None,
@@ -112,15 +123,8 @@ def resolve(
     table = _pyproject(cwd)
     if store is None:
         store = os.environ.get("DART_STORE") or table.get("store") or DEFAULT_STORE
-    is_default = False
-    if every is not None:
-        seconds = parse_every(every, "--every")
-    elif os.environ.get("DART_EVERY"):
-        seconds = parse_every(os.environ["DART_EVERY"], "DART_EVERY")
-    elif "every" in table:
-        seconds = parse_every(table["every"], "[tool.dart] every")
-    else:
-        seconds, is_default = DEFAULT_EVERY, True
+    is_default = every is None and not os.environ.get("DART_EVERY") and "every" not in table
+    seconds = _pick(every, "--every", "DART_EVERY", "every", table, parse_every, lambda: DEFAULT_EVERY)
     store_path = Path(store).expanduser()
     if not store_path.is_absolute():
         store_path = cwd / store_path
@@ -135,14 +139,7 @@ def resolve(
             local_modules = _flag(os.environ["DART_LOCAL_MODULES"], "DART_LOCAL_MODULES")
         else:
             local_modules = _flag(table.get("local_modules", True), "[tool.dart] local_modules")
-    if staging is not None:
-        staging_bytes = parse_size(staging, "--staging")
-    elif os.environ.get("DART_STAGING"):
-        staging_bytes = parse_size(os.environ["DART_STAGING"], "DART_STAGING")
-    elif "staging" in table:
-        staging_bytes = parse_size(table["staging"], "[tool.dart] staging")
-    else:
-        staging_bytes = default_staging()
+    staging_bytes = _pick(staging, "--staging", "DART_STAGING", "staging", table, parse_size, default_staging)
     return Options(
         store=store_path,
         staging=staging_bytes,

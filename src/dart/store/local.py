@@ -335,41 +335,9 @@ class Store:
         )
         return oid, written
 
-    def get_object(self, oid: str) -> bytes:
-        """The raw bytes of object `oid`, verified against its id."""
-        path = self.object_path(oid)
-        try:
-            blob = path.read_bytes()
-        except FileNotFoundError:
-            raise StoreError(
-                f"object {oid} is missing from store {self.root} (no file {path}); {_DAMAGED}"
-            ) from None
-        except OSError as exc:
-            raise StoreError(f"cannot read object file {path}: {exc.strerror or exc}; fix its permissions") from exc
-        if len(blob) < HEADER_SIZE:
-            raise CorruptObjectError(f"object file {path} is truncated; {_DAMAGED}")
-        magic, codec, length = _HEADER.unpack_from(blob)
-        if magic != MAGIC:
-            raise CorruptObjectError(f"object file {path} has a bad header; {_DAMAGED}")
-        payload = memoryview(blob)[HEADER_SIZE:]
-        if codec == CODEC_RAW:
-            data = bytes(payload)
-        elif codec == CODEC_ZSTD:
-            try:
-                data = zstandard.ZstdDecompressor().decompress(payload, max_output_size=length)
-            except zstandard.ZstdError as exc:
-                raise CorruptObjectError(
-                    f"object file {path} cannot be decompressed ({exc}); {_DAMAGED}"
-                ) from exc
-        else:
-            raise CorruptObjectError(f"object file {path} has unknown codec {codec}; {_DAMAGED}")
-        if len(data) != length:
-            raise CorruptObjectError(
-                f"object file {path} holds {len(data)} bytes, its header says {length}; {_DAMAGED}"
-            )
-        if object_id(data) != oid:
-            raise CorruptObjectError(f"object file {path} failed its checksum; {_DAMAGED}")
-        return data
+    def get_object(self, oid: str) -> bytearray:
+        """The raw bytes of object `oid`, verified against its id (see read_object)."""
+        return self.read_object(oid)
 
     def _open_object(self, oid: str):
         path = self.object_path(oid)
