@@ -58,8 +58,9 @@ def run_once(python: str, mode: str, steps: list[str], env: dict[str, str]) -> d
         shutil.copy(WORKLOAD, work / WORKLOAD.name)
         store = work / ".dart"
         cmd = [python, WORKLOAD.name, *steps]
-        if mode == "dart":
-            cmd[1:1] = ["-m", "dart", "run", "--every", EVERY, "--fresh", "--staging", STAGING,
+        if mode != "plain":  # "dart": commits every EVERY s; "never": the monitor alone, no commit
+            every = EVERY if mode == "dart" else "never"
+            cmd[1:1] = ["-m", "dart", "run", "--every", every, "--fresh", "--staging", STAGING,
                         "--store", str(store)]
         with open(work / "out", "w+") as out, open(work / "err", "w+") as err:
             t0 = time.perf_counter()
@@ -75,6 +76,7 @@ def run_once(python: str, mode: str, steps: list[str], env: dict[str, str]) -> d
             "mode": mode,
             "wall": wall,
             "rss_mib": usage.ru_maxrss / 1024,  # KiB on Linux
+            "cpu": usage.ru_utime + usage.ru_stime,  # all threads: the flusher's work included
             "self_rss_mib": int(last_value(stdout, "peak_rss_kib")) / 1024,
             "sha": last_value(stdout, "sha256"),
             "commits": None,
@@ -91,6 +93,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="plain/dart pairs (default 3)")
     parser.add_argument("--steps", type=int, help="training steps (default: the workload's, ~30 s)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the runs")
+    parser.add_argument("--monitor-only", action="store_true",
+                        help="also run `dart run --every never` (the monitor without commits) each round")
     args = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DART_")}
@@ -98,12 +102,13 @@ def main() -> int:
     print(f"{WORKLOAD.name} steps={args.steps or 'default'} rounds={args.rounds} python={args.python}")
     print(f"dart run --every {EVERY} --fresh --staging {STAGING}")
     runs = []
+    modes = ("plain", "dart", "never") if args.monitor_only else ("plain", "dart")
     for rnd in range(1, args.rounds + 1):
-        for mode in ("plain", "dart"):
+        for mode in modes:
             r = run_once(args.python, mode, steps, env)
             runs.append(r)
             extra = f"  commits {r['commits']}" if mode == "dart" else ""
-            print(f"round {rnd} {mode:5}  wall {r['wall']:7.2f} s  peak RSS {r['rss_mib']:7.1f} MiB"
+            print(f"round {rnd} {mode:5}  wall {r['wall']:7.2f} s  cpu {r['cpu']:7.2f} s  peak RSS {r['rss_mib']:7.1f} MiB"
                   f" (workload's own {r['self_rss_mib']:.1f}){extra}", flush=True)
 
     shas = {r["sha"] for r in runs}
@@ -111,8 +116,9 @@ def main() -> int:
         raise SystemExit(f"FAIL: the runs' final weights differ: {sorted(shas)}")
     print(f"sha256 {shas.pop()} (identical in all {len(runs)} runs)")
 
-    med = {m: {k: statistics.median(r[k] for r in runs if r["mode"] == m) for k in ("wall", "rss_mib")}
-           for m in ("plain", "dart")}
+    med = {m: {k: statistics.median(r[k] for r in runs if r["mode"] == m) for k in ("wall", "cpu", "rss_mib")}
+           for m in modes}
+    pairs = [d["wall"] / p["wall"] for p, d in zip(runs[0::len(modes)], runs[1::len(modes)])]
     commits = statistics.median(r["commits"] for r in runs if r["mode"] == "dart")
     ratio = med["dart"]["wall"] / med["plain"]["wall"]
     bound = med["plain"]["rss_mib"] * (1 + RSS_SLACK) + STAGING_MIB
@@ -121,10 +127,15 @@ def main() -> int:
     print()
     print(f"{'median':16}{'plain':>12}{'dart':>12}")
     print(f"{'wall time (s)':16}{med['plain']['wall']:12.2f}{med['dart']['wall']:12.2f}")
+    print(f"{'cpu time (s)':16}{med['plain']['cpu']:12.2f}{med['dart']['cpu']:12.2f}")
     print(f"{'peak RSS (MiB)':16}{med['plain']['rss_mib']:12.1f}{med['dart']['rss_mib']:12.1f}")
     print(f"{'commits':16}{'-':>12}{commits:12g}")
     print()
-    print(f"wall ratio dart/plain {ratio:.4f} (target <= {WALL_TARGET}): {'PASS' if wall_ok else 'FAIL'}")
+    print(f"wall ratio dart/plain {ratio:.4f} (target <= {WALL_TARGET}): {'PASS' if wall_ok else 'FAIL'}"
+          f"; per round: {', '.join(f'{x:.3f}' for x in pairs)}; cpu ratio {med['dart']['cpu'] / med['plain']['cpu']:.4f}")
+    if "never" in med:
+        print(f"monitor alone (--every never) / plain: wall {med['never']['wall'] / med['plain']['wall']:.4f}, "
+              f"cpu {med['never']['cpu'] / med['plain']['cpu']:.4f}")
     print(f"peak RSS dart {med['dart']['rss_mib']:.1f} MiB <= plain {med['plain']['rss_mib']:.1f}"
           f" + {STAGING_MIB} staging + 10% = {bound:.1f} MiB: {'PASS' if rss_ok else 'FAIL'}")
     return 0 if wall_ok and rss_ok else 1
