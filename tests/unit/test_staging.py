@@ -83,9 +83,9 @@ def test_overlay_matches_byte_by_byte_reference(nbytes, data):
 
 
 def test_runs_of_chunks():
-    assert _runs([0, 1, 2, 5, 7, 8], 9, 10, 85) == [(0, 30), (50, 60), (70, 85)]
-    assert _runs(None, 3, 10, 25) == [(0, 25)]
-    assert _runs([], 3, 10, 25) == []
+    assert _runs([0, 1, 2, 5, 7, 8], 10, 85) == [(0, 30), (50, 60), (70, 85)]
+    assert _runs(None, 10, 25) == [(0, 25)]
+    assert _runs([], 10, 25) == []
 
 
 def test_book_forgets_buffers_not_seen_and_rewrites_them_whole():

@@ -34,7 +34,7 @@ def buffer_address(view: memoryview) -> int:
     return np.frombuffer(view, dtype=np.uint8).__array_interface__["data"][0] if len(view) else 0
 
 
-def _runs(indices, nchunks: int, chunk: int, nbytes: int) -> list[tuple[int, int]]:
+def _runs(indices, chunk: int, nbytes: int) -> list[tuple[int, int]]:
     """Sorted chunk indexes -> byte ranges [(start, stop)] of consecutive chunks."""
     if indices is None:
         return [(0, nbytes)] if nbytes else []
@@ -119,11 +119,12 @@ class BufferBook:
                 except DeltaError:
                     entry.tracker.close()
                     entry = self._known[key] = _Entry(AdaptiveTracker(len(view), self.chunk_size, dirty=False))
+                    entry.tracker.changed(view)  # primed on these bytes, written whole now
                     indices = None
                 if not entry.extents:
                     indices = None  # never staged: all of it
                 new: list[list] = []
-                for start, stop in _runs(indices, entry.tracker.nchunks, self.chunk_size, len(view)):
+                for start, stop in _runs(indices, self.chunk_size, len(view)):
                     fill(view, start, stop, new)
                 entry.extents = overlay(entry.extents, new) if entry.extents else new
                 table.append((len(view), entry.extents))
