@@ -50,6 +50,7 @@ def enable(
     every: float | str | None = None,
     fresh: bool = False,
     user_code: list[str] | None = None,
+    staging: str | int | None = None,
 ) -> None:
     """Commit this script's state at safe points from here on, and resume it.
 
@@ -58,7 +59,9 @@ def enable(
     commits; ``every`` is the commit interval in seconds (``0``: every safe
     point; ``"never"``: only ``dart.commit()``; default ``DART_EVERY`` or 30).
     ``user_code`` names installed packages whose functions may hold commits
-    too (modules in the script's folder always may). If an earlier run of the
+    too (modules in the script's folder always may). ``staging`` bounds the
+    memory commits copy changed bytes into ("8G", bytes; default
+    ``DART_STAGING`` or a quarter of RAM up to 4G). If an earlier run of the
     same command did not finish, the script continues from its newest commit
     instead of running from here.
     """
@@ -70,7 +73,7 @@ def enable(
 
     messages.setup()
     try:
-        options = _resolve(store=store, every=every, fresh=fresh, user_code=user_code)
+        options = _resolve(store=store, every=every, fresh=fresh, user_code=user_code, staging=staging)
         runner.enable_in_main(sys._getframe(1), options)
     except DartError as exc:
         # As `dart run` does: a clear message, no traceback, exit status 2.

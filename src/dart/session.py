@@ -133,7 +133,6 @@ class Session:
         self._rebuild_paths: dict[tuple, tuple] = {}  # (qualname or None, name) -> statement path
         self.writer = CommitWriter(self.store, plan.run_id, plan.parent, staging=options.staging)
         self.flusher = self.writer.flusher
-        self.last_stall = 0.0  #: seconds the program was blocked by the last commit
         user_code = UserCode(script.parent, options.local_modules, options.user_code)
         self.monitor = Monitor(self._on_safe_point, user_code)
         self._warned_loops: set[tuple] = set()
@@ -324,8 +323,7 @@ class Session:
             # Every safe point commits: each commit is durable before the program
             # goes on, so a kill repeats at most the iteration in flight.
             handle.wait()
-        self.last_stall = time.perf_counter() - started
-        self._schedule_next(self.last_stall)
+        self._schedule_next(time.perf_counter() - started)
         return handle
 
     def _schedule_next(self, stall: float) -> None:
