@@ -44,6 +44,8 @@ from dart.delta import AdaptiveTracker, available
 from dart.flush import CommitWriter
 from dart.store import Store
 
+from bench_delta import timed  # median wall time of repeats (same folder)
+
 MiB = 1 << 20
 
 
@@ -251,17 +253,9 @@ def part_restore(args, tmp: Path, trained: dict):
                 buf = bytearray(p.stat().st_size)
                 f.readinto(buf)
 
-    def best(fn, n=3):
-        ts = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        return statistics.median(ts)
-
-    t_read = best(read_all)
-    t_load = best(lambda: load_roots(run.store, record))
-    t_torch = best(lambda: torch.load(trained["torch_file"], weights_only=False))
+    t_read = timed(read_all, 3)
+    t_load = timed(lambda: load_roots(run.store, record), 3)
+    t_torch = timed(lambda: torch.load(trained["torch_file"], weights_only=False), 3)
     ratio = t_load / t_read
     print(f"dart load {t_load:.2f} s; reading its {total / MiB:.0f} MiB of objects {t_read:.2f} s: ratio {ratio:.2f} "
           f"(target <= 1.3) {'PASS' if ratio <= 1.3 else 'FAIL'}; torch.load of the model+optimizer file "

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dart.delta.book import BufferBook, _runs, overlay
+from dart.delta.book import BufferBook, _runs, buffer_key, overlay
 from dart.flush.staging import ALIGN, MIN_PACK, StagingArea
 
 
@@ -94,11 +94,15 @@ def test_book_forgets_buffers_not_seen_and_rewrites_them_whole():
     a = np.zeros(1 << 16)
     b = np.ones(1 << 16)
     submitted = []
-    book.stage([memoryview(a).cast("B"), memoryview(b).cast("B")], area, submitted.append)
+
+    def keyed(*arrays):
+        return [(buffer_key(v), v) for v in (memoryview(x).cast("B") for x in arrays)]
+
+    book.stage(keyed(a, b), area, submitted.append)
     assert len(book) == 2 and book.staged_bytes == a.nbytes + b.nbytes
-    book.stage([memoryview(a).cast("B")], area, submitted.append)
+    book.stage(keyed(a), area, submitted.append)
     assert len(book) == 1 and book.staged_bytes == 0  # a unchanged, b forgotten
-    book.stage([memoryview(a).cast("B"), memoryview(b).cast("B")], area, submitted.append)
+    book.stage(keyed(a, b), area, submitted.append)
     assert book.staged_bytes == b.nbytes  # b is new again: written whole
     book.close()
     area.close()

@@ -30,8 +30,10 @@ class _Entry:
         self.extents: list[list] = []
 
 
-def buffer_address(view: memoryview) -> int:
-    return np.frombuffer(view, dtype=np.uint8).__array_interface__["data"][0] if len(view) else 0
+def buffer_key(view: memoryview) -> tuple[int, int]:
+    """What a buffer is known by: (address, size)."""
+    address = np.frombuffer(view, dtype=np.uint8).__array_interface__["data"][0] if len(view) else 0
+    return address, len(view)
 
 
 def _runs(indices, chunk: int, nbytes: int) -> list[tuple[int, int]]:
@@ -82,9 +84,10 @@ class BufferBook:
         return len(self._known)
 
     def stage(self, buffers, area, submit_pack) -> list[tuple[int, list[list]]]:
-        """Copy the changed chunks of ``buffers`` (contiguous byte memoryviews, one
-        entry per distinct buffer) into packs of ``area``; each pack is passed to
-        ``submit_pack`` once full or at the end. Returns [(nbytes, extents)]."""
+        """Copy the changed chunks of ``buffers`` ((key, view) pairs: key from
+        ``buffer_key``, view a contiguous byte memoryview; one pair per distinct
+        buffer) into packs of ``area``; each pack is passed to ``submit_pack`` once
+        full or at the end. Returns [(nbytes, extents)]."""
         seen, table, packs = set(), [], [None]
         self.staged_bytes = 0
 
@@ -105,8 +108,7 @@ class BufferBook:
                 start += n
 
         try:
-            for view in buffers:
-                key = (buffer_address(view), len(view))
+            for key, view in buffers:
                 seen.add(key)
                 entry = self._known.get(key)
                 if entry is not None and any(e[2].error is not None for e in entry.extents):
@@ -147,7 +149,7 @@ class BufferBook:
     def seed(self, view: memoryview, extents: list[list]) -> None:
         """Know a buffer that is already stored (a commit just loaded): track it from
         its current bytes, with ``extents`` as where they are."""
-        key = (buffer_address(view), len(view))
+        key = buffer_key(view)
         old = self._known.pop(key, None)
         if old is not None:
             old.tracker.close()

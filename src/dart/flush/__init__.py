@@ -308,21 +308,21 @@ class CommitWriter:
         self.book = BufferBook(dirty=dirty)
 
     def commit(self, pods, meta: dict) -> CommitHandle:
-        from ..delta.book import buffer_address
+        from ..delta.book import buffer_key
 
         numbers: dict[tuple, int] = {}
-        views, rows = [], []
+        distinct, rows = [], []  # (key, view) of each buffer once
         for pod in pods:
             bufs = []
             for buffer in pod.buffers:
                 view = buffer.raw() if isinstance(buffer, pickle.PickleBuffer) else memoryview(buffer).cast("B")
-                key = (buffer_address(view), len(view))
+                key = buffer_key(view)
                 if key not in numbers:  # two pods over one memory: one buffer, shared again on load
-                    numbers[key] = len(views)
-                    views.append(view)
+                    numbers[key] = len(distinct)
+                    distinct.append((key, view))
                 bufs.append(numbers[key])
             rows.append((pod.name, pod.stream, list(pod.deps), bufs))
-        table = self.book.stage(views, self.staging, self.flusher.submit_pack)
+        table = self.book.stage(distinct, self.staging, self.flusher.submit_pack)
         meta = dict(meta, staged_bytes=self.book.staged_bytes)
         return self.flusher.submit(StagedCommit(pods=rows, buffers=table, meta=meta))
 

@@ -87,7 +87,6 @@ class StagingArea:
         self._end = 0  # where the next pack starts
         self._seq = 0
         self.waited = 0.0  #: seconds the program spent waiting for room
-        self.high_water = 0  #: most bytes staged at once
         self._warned = False
 
     def _room(self) -> tuple[int, int]:
@@ -100,7 +99,7 @@ class StagingArea:
             return (end, tail) if tail >= MIN_PACK or tail >= first else (0, first)
         return end, first - end  # wrapped: free between the newest and the oldest
 
-    def open_pack(self, why: str = "") -> StagedPack:
+    def open_pack(self) -> StagedPack:
         """A new pack in the biggest free region at the ring's end, of MIN_PACK
         bytes at least: waits (back-pressure) until the flusher frees that much."""
         with self._cond:
@@ -115,9 +114,9 @@ class StagingArea:
                         self._warned = True
                         log.warning(
                             "dart: a commit has more changed bytes than the staging area holds (%d MiB); "
-                            "the program waits until earlier bytes are written to disk%s. Give dart more "
+                            "the program waits until earlier bytes are written to disk. Give dart more "
                             "staging memory to avoid the wait: DART_STAGING=8G (or [tool.dart] staging).",
-                            self.capacity >> 20, why,
+                            self.capacity >> 20,
                         )
                 self._cond.wait(0.5)
             if started is not None:
@@ -133,11 +132,7 @@ class StagingArea:
         with self._cond:
             pack.capacity = pack.size
             self._end = pack.offset + pack.size
-            self.high_water = max(self.high_water, self.in_use())
             self._cond.notify_all()
-
-    def in_use(self) -> int:
-        return sum(p.capacity for p in self._live)
 
     def _release(self, pack: StagedPack) -> None:
         with self._cond:

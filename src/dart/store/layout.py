@@ -76,6 +76,7 @@ class CommitState:
         self.objects = self.index["objects"]
         self.pods = {row[0]: row for row in self.index["pods"]}
         self.loaded_buffers: dict[int, memoryview] = {}  #: buffer number -> its bytes, once read
+        self._plans: dict[int, tuple] = {}  # buffer number -> (nbytes, oids, extent table)
 
     @property
     def names(self) -> list[str]:
@@ -107,7 +108,7 @@ class CommitState:
     # ------------------------------------------------------------------ pods
 
     def _read_pod_streams(self, order) -> dict[str, memoryview]:
-        blobs: dict[int, bytes] = {}
+        blobs: dict[int, bytearray] = {}
         out = {}
         for name in order:
             obj, offset, length = self.pods[name][1:4]
@@ -119,6 +120,8 @@ class CommitState:
     # ------------------------------------------------------------------ buffers
 
     def _extents(self, number: int) -> tuple[int, list[str], np.ndarray]:
+        if number in self._plans:  # read once (a manifest is an object of its own)
+            return self._plans[number]
         nbytes, spec = self.index["buffers"][number]
         if isinstance(spec, str):
             oids, table = decode_manifest(self.store.get_object(spec), spec)
@@ -129,6 +132,7 @@ class CommitState:
                 f"the extents of buffer {number} of commit {self.record['id'][:12]} do not cover its "
                 f"{nbytes} bytes; {_DAMAGED}"
             )
+        self._plans[number] = nbytes, oids, table
         return nbytes, oids, table
 
     def _read_buffers(self, numbers) -> dict[int, object]:
@@ -175,7 +179,7 @@ class CommitState:
 
     def pod_locations(self) -> dict[str, tuple[str, int, int]]:
         """Content hash -> (object, offset, length) of this commit's pods."""
-        return {row[6]: (self.objects[row[1]], row[2], row[3]) for row in self.index["pods"] if len(row) > 6}
+        return {row[6]: (self.objects[row[1]], row[2], row[3]) for row in self.index["pods"]}
 
 
 def _json_object(data: bytes, oid: str) -> dict:
