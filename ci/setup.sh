@@ -9,6 +9,11 @@
 # from python3.12 / python3.13 on PATH. Re-runs reuse the virtualenvs and the
 # installed dependencies (torch is large: it is only downloaded the first time)
 # but always rebuild and reinstall dart itself, since its source has changed.
+#
+# Disk: torch's CUDA build takes about 6 GB in a virtualenv, 3 GB of it nvidia-*
+# libraries that are the same for every Python: the second virtualenv gets them
+# as hard links to the first one's (ci/share_pure_dists.py), and pip keeps no
+# download cache, so both virtualenvs need about 9 GB.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -42,6 +47,10 @@ find_python() {
     return 1
 }
 
+free_gib() { df -Pk . | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
+site_packages() { "$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+
+first_venv=""
 for want in "${versions[@]}"; do
     venv=.venv-$want
     total=$(now)
@@ -73,11 +82,22 @@ for want in "${versions[@]}"; do
     if "$venv/bin/python" -c 'import torch' 2>/dev/null; then
         step "installing dart + test extra (torch already installed: kept)"
     else
-        step "installing dart + test extra (first time: this downloads torch, several GB)"
+        if [ -n "$first_venv" ]; then
+            step "sharing the CUDA libraries of $first_venv"
+            "$venv/bin/python" ci/share_pure_dists.py "$(site_packages "$first_venv")" "$(site_packages "$venv")"
+        fi
+        step "installing dart + test extra (first time: this downloads torch, several GB;" \
+             "$(free_gib) GiB free here)"
     fi
     # A local project is always rebuilt and reinstalled; dependencies that are
     # already satisfied (torch included) are left alone.
-    "${pip[@]}" install --quiet ".[test]" 2>&1 | quiet_pip
+    if ! "${pip[@]}" install --no-cache-dir --quiet ".[test]" 2>&1 | quiet_pip; then
+        echo "ci/setup.sh: installing into $venv failed ($(free_gib) GiB free on $root's disk now);" \
+             "if pip said 'No space left on device', free some space (each virtualenv takes about 6 GB," \
+             "3 GB with a first one to share CUDA libraries with) and run it again" >&2
+        exit 1
+    fi
+    first_venv=$venv
     step "installed ($(took "$t"))"
 
     t=$(now)
