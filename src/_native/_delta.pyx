@@ -15,7 +15,7 @@ from libc.stdint cimport uint8_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
-from dart.errors import DartError
+from dart.errors import BufferMovedError, DeltaError
 
 cdef extern from "delta.h" nogil:
     int DART_DELTA_EINVAL
@@ -49,10 +49,6 @@ cdef extern from "delta.h" nogil:
     void dart_delta_dirty_close(dart_delta_dirty *t)
 
 
-class DeltaError(DartError, ValueError):
-    """A buffer could not be tracked or compared (and what to do about it)."""
-
-
 # Below this many bytes releasing and re-taking the GIL costs more than it frees.
 GIL_THRESHOLD = 1 << 18
 cdef size_t _gil_threshold = GIL_THRESHOLD
@@ -78,7 +74,7 @@ cdef int _acquire(object obj, Py_buffer *view, bint writable, str what) except -
 
 cdef _check_size(Py_ssize_t got, size_t want):
     if <size_t>got != want:
-        raise DeltaError(
+        raise BufferMovedError(
             f"the buffer now has {got} bytes but was tracked with {want} bytes; it was "
             "resized or re-allocated between calls: start a new tracker for it")
 
@@ -459,7 +455,7 @@ cdef class DirtyTracker:
             _acquire(buffer, &other, False, "buffer")
             try:
                 if other.buf != self.view.buf or other.len != self.view.len:
-                    raise DeltaError(
+                    raise BufferMovedError(
                         f"the buffer passed ({other.len} bytes at {<uintptr_t>other.buf:#x}) "
                         f"is not the one tracked ({self.view.len} bytes at "
                         f"{<uintptr_t>self.view.buf:#x}): it was resized or re-allocated; "

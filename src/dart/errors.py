@@ -24,6 +24,15 @@ class CorruptObjectError(StoreError):
     """An object or record in the store failed its checksum or could not be parsed."""
 
 
+class DeltaError(DartError, ValueError):
+    """A buffer could not be tracked or compared (raised by the native delta engine)."""
+
+
+class BufferMovedError(DeltaError):
+    """A tracked buffer was resized or re-allocated since it was last seen: its
+    tracker no longer describes it."""
+
+
 class CaptureError(DartError):
     """The program's state could not be captured at all."""
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import xxhash
 
-from . import _native
 from .capture import Capturer
 from .capture.hidden import environment
 from .capture.path import (
@@ -39,14 +38,9 @@ from .errors import CaptureError, DartWarning
 from .flush import CommitHandle, CommitWriter
 from .monitor import Monitor
 from .monitor.usercode import UserCode
-from .monitor.sites import (
-    CodeSites,
-    LoopSite,
-    annotate_paths,
-    innermost_statement,
-    node_at,
-    position_after,
-)
+from .astpath import annotate_paths, innermost_statement, node_at, position_after
+from .monitor.sites import CodeSites, LoopSite
+from .monitor.tracked import CountingIterator, SavedLoop, saved_form
 from .resume import continuation as cont
 from .resume.anchors import anchors_of
 from .resume.restore import prepare as restore_session
@@ -205,29 +199,21 @@ class Session:
         None when the frame's stack is not what the analysis expects."""
         frame = spot.frame
         loop_info = []
-        stack = None
-        for loop in spot.loops:
+        live = Monitor.loop_iterators(frame, spot.sites, spot.kind, spot.loops) if frame is not None else None
+        if frame is not None and live is None:
+            return None  # the stack is not what the analysis expects
+        for number, loop in enumerate(spot.loops):
             info = {"path": [list(p) for p in loop.path], "kind": loop.kind, "line": loop.line, "iteration": None}
-            if loop.kind == "for" and frame is not None:
-                if loop.iterator.global_name is not None:
-                    iterator = frame.f_globals.get(loop.iterator.global_name)
-                else:
-                    if stack is None:
-                        stack = _native.frame_stack(frame)
-                        if spot.kind == "before" and len(stack) > spot.sites.depth_at(frame.f_lasti):
-                            return None  # stack pointer not saved by this kind of call
-                    slot = loop.iterator.stack_slot
-                    iterator = stack[slot] if slot is not None and slot < len(stack) else None
-                if iterator is None or not hasattr(iterator, "__next__"):
-                    return None
+            iterator = live[number] if live is not None else None
+            if iterator is not None:
                 key = cont.iterator_key(index, loop.path)
-                if isinstance(iterator, _native.CountingIterator):
-                    if iterator.entry is None:
+                if isinstance(iterator, CountingIterator):
+                    iterator = saved_form(iterator)
+                    if iterator is None:
                         return None  # this run of the loop began before dart tracked it
                     info["iteration"] = iterator.count
-                    iterator = cont.SavedLoop(iterator.count, iterator.entry)
                 elif not savable(iterator):
-                    self.monitor.track(spot.sites, loop)
+                    self.monitor.loops.track(spot.sites, loop)
                     self._warn_once(
                         ("track", spot.def_path, loop.path),
                         f"the loop at {os.path.basename(frame.f_code.co_filename)}:{loop.line} runs over a {type(iterator).__name__}, "
@@ -309,10 +295,8 @@ class Session:
                 }
                 for index, names in info["rebuilt"].items()
             },
-            "recreated": sorted(k for k, v in iterators.items() if isinstance(v, cont.SavedLoop)),
-            "tracked": sorted(
-                [m, list(map(list, d)) if d else None, list(map(list, p))] for m, d, p in self.monitor.tracked
-            ),
+            "recreated": sorted(k for k, v in iterators.items() if isinstance(v, SavedLoop)),
+            "tracked": self.monitor.loops.recorded(),
             "env": environment(),
             "source": {"file": str(self.script), "hash": self.source_hash},
         }

@@ -2,7 +2,7 @@
 
 import ast
 
-from dart.monitor.sites import annotate_paths
+from dart.astpath import annotate_paths
 from dart.resume import continuation as cont
 
 SCRIPT = """

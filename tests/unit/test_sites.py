@@ -3,7 +3,8 @@ in original code and in continuations (which hold copies of loops)."""
 
 import ast
 
-from dart.monitor.sites import analyze, annotate_paths
+from dart.astpath import annotate_paths
+from dart.monitor.sites import analyze
 from dart.resume import continuation as cont
 
 PROGRAM = '''

@@ -17,7 +17,8 @@ import ast
 from dataclasses import dataclass
 from types import CodeType, FrameType
 
-from ..monitor.sites import CodeSites, LoopSite, innermost_statement, position_at
+from ..astpath import innermost_statement, position_at
+from ..monitor.sites import CodeSites, LoopSite
 
 
 class NotContinuable(Exception):

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import _delta
-from .._delta import DeltaError, DirtyTracker
+from .._native import delta as _delta
+from ..errors import BufferMovedError, DeltaError
+
+DirtyTracker = _delta.DirtyTracker
 from .reference import changed_chunks
 
 __all__ = [
@@ -183,8 +185,8 @@ class AdaptiveTracker:
     def _check_size(self, buffer):
         n = memoryview(buffer).nbytes
         if n != self.nbytes:
-            raise DeltaError(f"the buffer now has {n} bytes but was tracked with "
-                             f"{self.nbytes} bytes; start a new tracker for it")
+            raise BufferMovedError(f"the buffer now has {n} bytes but was tracked with "
+                                   f"{self.nbytes} bytes; start a new tracker for it")
 
     def _copy_all(self, buffer, out):
         self._check_size(buffer)
@@ -202,7 +204,7 @@ class AdaptiveTracker:
                 fresh = not self._dirty.primed
                 return run(self._dirty), fresh
             except DeltaError as exc:
-                if "resized" in str(exc) and memoryview(buffer).nbytes != self.nbytes:
+                if isinstance(exc, BufferMovedError) and memoryview(buffer).nbytes != self.nbytes:
                     raise
                 # re-allocated at the same size, or the kernel refused this memory
                 moved = self._dirty is not None

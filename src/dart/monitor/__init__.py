@@ -21,10 +21,11 @@ import time
 from types import CodeType, FrameType
 from typing import Callable
 
-from .. import _native
-from ..capture.hidden import capture_hidden
+from .._native import monitor as _native
 from ..errors import DartError
-from .sites import CodeSites, LoopSite, analyze, function_nodes, nested_code, source_span
+from ..astpath import function_nodes, nested_code, source_span
+from .sites import CodeSites, LoopSite, analyze
+from .tracked import CountingIterator, TrackedLoops
 from .usercode import UserCode, module_functions, module_tree
 
 log = logging.getLogger("dart")
@@ -71,11 +72,9 @@ class Monitor:
         mon.register_callback(self.tool, E.LINE, _native.line_event)
         mon.register_callback(self.tool, E.JUMP, _native.jump_event)
         mon.register_callback(self.tool, E.BRANCH, _native.branch_event)
-        _native.set_loop_handlers(self._on_loop_entry, self._on_first_item)
         # Loops over iterators dart cannot save, tracked so they can be re-created.
-        self.tracked: set[tuple] = set()  # (module, def path, loop path)
-        self._entry_of: dict[tuple, int] = {}  # (code, FOR_ITER offset) -> entry offset
-        self._pending: dict[tuple, dict] = {}  # (id(frame), entry offset) -> hidden state
+        self.loops = TrackedLoops(self.watched, self._set_events)
+        _native.set_loop_handlers(self.loops.on_loop_entry, self.loops.on_first_item)
         # Events per code object while a commit is due, and between commits
         # (none, except what tracked loops need): instrumented code runs a few
         # percent slower even when every location has returned DISABLE.
@@ -109,7 +108,7 @@ class Monitor:
         self.watched[code] = sites
         if sites.back_edges:
             self._set_events(code, due=E.JUMP)
-        self._track_in(code, sites)
+        self.loops.track_in(code, sites)
         return sites
 
     def watch_new_modules(self) -> None:
@@ -146,39 +145,30 @@ class Monitor:
         for code, events in list(table.items()):
             mon.set_local_events(self.tool, code, events)
 
-    # -- loops over iterators that cannot be saved ------------------------------------
-    def track(self, sites: CodeSites, loop: LoopSite) -> None:
-        """From its next start on, count the items the loop takes and keep the
-        hidden state from when it started, in every watched code that has it."""
-        self.tracked.add((sites.module, sites.def_path, loop.path))
-        for code, other in list(self.watched.items()):
-            if other.def_path == sites.def_path and other.module == sites.module:
-                self._track_in(code, other)
-
-    def _track_in(self, code: CodeType, sites: CodeSites) -> None:
-        for path, copies in sites.loops.items():
-            if (sites.module, sites.def_path, path) not in self.tracked:
+    # -- reading loops at a safe point -------------------------------------------
+    @staticmethod
+    def loop_iterators(frame: FrameType, sites: CodeSites, kind: str, loops) -> list | None:
+        """The iterator of each loop in ``loops`` (None for a ``while``) as the
+        frame holds it now; None if the frame's stack cannot be trusted (a
+        caller suspended in a C call, whose stack pointer may be stale)."""
+        out, stack = [], None
+        for loop in loops:
+            if loop.kind != "for":
+                out.append(None)
                 continue
-            for loop in copies:
-                if loop.kind != "for" or loop.entry is None or loop.iterator.stack_slot is None:
-                    continue
-                _native.track_loop(code, loop.entry, loop.for_iter, loop.iterator.stack_slot)
-                self._entry_of[(code, loop.for_iter)] = loop.entry
-                self._set_events(code, due=E.LINE | E.JUMP, idle=E.LINE | E.BRANCH)
-
-    def _on_loop_entry(self, frame: FrameType, offset: int) -> None:
-        self._pending[(id(frame), offset)] = capture_hidden()
-
-    def _on_first_item(self, frame: FrameType, for_iter: int, slot: int) -> None:
-        stack = _native.frame_stack(frame)
-        if slot >= len(stack):
-            return
-        entry = self._entry_of.get((frame.f_code, for_iter))
-        state = self._pending.pop((id(frame), entry), None)
-        # Without the state from the loop's start (it began before dart tracked
-        # it) the wrapper still counts, but this run of the loop cannot be resumed.
-        wrapper = _native.CountingIterator(stack[slot], 1, state)
-        _native.replace_stack_item(frame, slot, stack[slot], wrapper)
+            if loop.iterator.global_name is not None:
+                iterator = frame.f_globals.get(loop.iterator.global_name)
+            else:
+                if stack is None:
+                    stack = _native.frame_stack(frame)
+                    if kind == "before" and len(stack) > sites.depth_at(frame.f_lasti):
+                        return None
+                slot = loop.iterator.stack_slot
+                iterator = stack[slot] if slot is not None and slot < len(stack) else None
+            if iterator is None or not hasattr(iterator, "__next__"):
+                return None
+            out.append(iterator)
+        return out
 
     # -- when a commit is due ------------------------------------------------
     def due_now(self) -> None:
@@ -219,8 +209,8 @@ class Monitor:
             return None  # not DISABLE: that would disable the location for the main thread too
         sites = self.watched.get(frame.f_code)
         if sites is not None:
-            if self._entry_of and frame.f_lasti in self._entry_of.values():
-                self._on_loop_entry(frame, frame.f_lasti)
+            if self.loops.is_entry(frame):
+                self.loops.on_loop_entry(frame, frame.f_lasti)
                 if frame.f_lasti not in sites.statement_entries:
                     return None
             entry = sites.statement_entries.get(frame.f_lasti)

@@ -12,7 +12,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sites import annotate_paths
+from ..astpath import annotate_paths
 
 # Folders under the script's folder that hold installed code, not the user's.
 _NOT_USER_DIRS = {"site-packages", "dist-packages", "__pycache__", "node_modules", ".tox", ".nox"}

@@ -22,25 +22,13 @@ from __future__ import annotations
 import ast
 import copy
 import itertools
-from dataclasses import dataclass
-
+from ..astpath import Path
 from ..errors import ResumeError
-
-Path = tuple[tuple[str, int], ...]
+from ..monitor.tracked import SavedLoop  # noqa: F401  (commits of dart 0.1 name it here)
 
 ONE_NAME = "__dart_one__"  # a global holding (None,): the one-shot loop's iterable
 RECREATE_NAME = "__dart_recreate__"  # global: __dart_recreate__(key, thunk) -> the loop's iterator
 REENTER_NAME = "__dart_reenter__"  # global: __dart_reenter__(saved, fresh) -> a with block's manager
-
-
-@dataclass(frozen=True)
-class SavedLoop:
-    """A loop over an iterator that cannot be saved, saved as how to get it
-    back: re-evaluate the loop's iterable with the random state from when the
-    loop started (``entry``) and skip the ``count`` items it had taken."""
-
-    count: int
-    entry: dict
 
 
 def path_key(path) -> str:
@@ -342,7 +330,7 @@ def function_variant(
     It keeps the signature (wrappers call it with the original arguments) and
     the free variables (so it fits the function's closure). ``rebuild`` holds
     the paths of assignments to run again for locals that could not be saved."""
-    from ..monitor.sites import node_at
+    from ..astpath import node_at
 
     module = copy.deepcopy(tree)
     def_path = _path({"path": frame["def"]})

@@ -13,36 +13,18 @@ import sys
 import types
 import warnings
 
-from .. import _native
 from ..capture import load_roots
 from ..store.layout import CommitState
 from ..capture.hidden import capture_hidden, compare_environment, restore_hidden
 from ..capture.path import describe
 from ..errors import CaptureError, DartWarning, ResumeError, StoreError
-from ..monitor.sites import nested_code, node_at
+from ..astpath import nested_code, node_at
 from ..monitor.usercode import module_tree
 from . import continuation as cont
+from ..monitor.tracked import SavedLoop, recreator
 from .anchors import relocate
 
 log = logging.getLogger("dart")
-
-
-def _recreator(saved: dict):
-    """``__dart_recreate__(key, thunk)``: the iterator of a SavedLoop loop,
-    re-created under the random state from the loop's start and advanced past
-    the items it had taken; the random state of the commit is then put back."""
-
-    def recreate(key: str, thunk):
-        loop = saved.pop(key)
-        now = capture_hidden()
-        restore_hidden(loop.entry)
-        iterator = iter(thunk())
-        for _ in range(loop.count):
-            next(iterator)
-        restore_hidden(now)
-        return _native.CountingIterator(iterator, loop.count, loop.entry)
-
-    return recreate
 
 
 def _reenter(saved, fresh):
@@ -97,9 +79,7 @@ def prepare(session) -> tuple[types.CodeType, ast.Module]:
     namespace = session.module.__dict__
     renamed = _relocate(session, position)
     commit["recreated"] = [renamed.get(k, k) for k in commit.get("recreated", [])]
-    for module, def_path, loop_path in commit.get("tracked", []):
-        key = tuple(map(tuple, def_path)) if def_path else None
-        session.monitor.tracked.add((module, key, tuple(map(tuple, loop_path))))
+    session.monitor.loops.restore(commit.get("tracked", []))
     recreated = frozenset(commit.get("recreated", []))
     session._recreated = recreated
     if commit.get("source", {}).get("hash") != session.source_hash:
@@ -144,12 +124,12 @@ def prepare(session) -> tuple[types.CodeType, ast.Module]:
     saved_loops = {}
     roots["iterators"] = {renamed.get(k, k): v for k, v in roots["iterators"].items()}
     for key, iterator in roots["iterators"].items():
-        if isinstance(iterator, cont.SavedLoop):
+        if isinstance(iterator, SavedLoop):
             saved_loops[key] = iterator
         else:
             namespace[cont.iterator_global(key)] = iterator
     namespace[cont.ONE_NAME] = (None,)
-    namespace[cont.RECREATE_NAME] = _recreator(saved_loops)
+    namespace[cont.RECREATE_NAME] = recreator(saved_loops)
     namespace[cont.REENTER_NAME] = _reenter
     session.monitor.watch(prologue_code, prologue, session.tree)  # the functions it defined
     session.monitor.watch_new_modules()  # and the user modules it imported
