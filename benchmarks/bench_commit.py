@@ -123,7 +123,7 @@ def part_training(args, tmp: Path) -> dict:
         t_save = fsync_save(lambda f: torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, f),
                             tmp / "torch_save.pt")
         stalls.append(stall)
-        written.append(rec["bytes_written"])
+        written.append(rec.bytes_written)
         saves.append(t_save)
         print(f"commit {k}: stall {stall * 1e3:.0f} ms, durable {durable:.2f} s, wrote {rec['bytes_written'] / MiB:.0f} MiB"
               f" (changed {changed / MiB:.0f} MiB); torch.save+fsync {t_save:.2f} s")
@@ -149,7 +149,7 @@ def part_sparse(args, tmp: Path):
         picked = rng.choice(rows, n, replace=False) if n else []
         table[picked] += 1.0
         stall, durable, rec = run.commit({"table": table})
-        got = rec["bytes_written"]
+        got = rec.bytes_written
         limit = 2 * n * 4096 + MiB
         print(f"{pct:5.1f} % rows changed ({n * 4096 / MiB:7.2f} MiB): wrote {got / MiB:7.2f} MiB, "
               f"limit {limit / MiB:7.2f} MiB {'PASS' if got <= limit else 'FAIL'}; stall {stall * 1e3:.0f} ms")
@@ -244,7 +244,7 @@ def part_side_by_side(args, tmp: Path):
 def part_restore(args, tmp: Path, trained: dict):
     print("\n## 4. restore of the last commit of part 1")
     run, record = trained["run"], trained["record"]
-    objects = [run.store.object_path(oid) for oid in [record["state"]["index"], *record["state"]["objects"]]]
+    objects = [run.store.object_path(oid) for oid in [record.state["index"], *record.state["objects"]]]
     total = sum(p.stat().st_size for p in objects)
 
     def read_all():

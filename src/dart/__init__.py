@@ -69,15 +69,15 @@ def enable(
 
     if runner.active_session() is not None:
         return  # already running under dart (or re-run while resuming)
-    from . import messages
+    from . import present
 
-    messages.setup()
+    present.setup()
     try:
         options = _resolve(store=store, every=every, fresh=fresh, user_code=user_code, staging=staging)
         runner.enable_in_main(sys._getframe(1), options)
     except DartError as exc:
-        # As `dart run` does: a clear message, no traceback, exit status 2.
-        print(f"dart: error: {exc}", file=sys.stderr)
+        # As `dart run` does: one clear line, no traceback, exit status 2.
+        present.report_error(exc, "enable")
         raise SystemExit(2) from None
 
 
@@ -108,20 +108,18 @@ def load(commit: str | None = None, names=None, store: str | None = None):
     shares with others); with ``names`` (a name or a list), a dict of just those,
     reading only the bytes they need."""
     from .capture import SavedVariables
-    from .store import Store
+    from .store import open_store
 
     options = _resolve(store=store)
-    if not options.store.is_dir():
-        raise StoreError(f"no dart store at {options.store}; pass store= or set DART_STORE")
-    st = Store(options.store, create=False)
+    st = open_store(options.store, create=False)
     if commit is None:
         commits = st.log()
         if not commits:
-            raise StoreError(f"the store {options.store} has no commits yet")
+            raise StoreError(f"the store {st.location} has no commits yet")
         record = commits[0]
     else:
         record = st.get_commit(commit)
-    namespace = _definitions(record.get("source", {}).get("file"))
+    namespace = _definitions(record.source.get("file"))
     variables = SavedVariables(st, record, main_namespace=namespace)
     if names is None:
         return variables
@@ -130,7 +128,7 @@ def load(commit: str | None = None, names=None, store: str | None = None):
     missing = [n for n in names if n not in variables]
     if missing:
         raise DartError(
-            f"commit {record['id'][:12]} has no variable {', '.join(map(repr, missing))}; "
+            f"commit {record.short} has no variable {', '.join(map(repr, missing))}; "
             f"it has: {', '.join(sorted(variables)) or 'none'}"
         )
     return {n: variables[n] for n in names}

@@ -27,7 +27,7 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 
 
 @dataclass(frozen=True)
 class Options:
-    store: Path
+    store: str  # the location as given: a path (relative to the working directory) or a URL
     every: float | None  # None: only explicit dart.commit()
     every_is_default: bool = False
     fresh: bool = False
@@ -125,9 +125,9 @@ def resolve(
         store = os.environ.get("DART_STORE") or table.get("store") or DEFAULT_STORE
     is_default = every is None and not os.environ.get("DART_EVERY") and "every" not in table
     seconds = _pick(every, "--every", "DART_EVERY", "every", table, parse_every, lambda: DEFAULT_EVERY)
-    store_path = Path(store).expanduser()
-    if not store_path.is_absolute():
-        store_path = cwd / store_path
+    store = str(store)
+    if not store.strip():
+        raise ConfigError("--store: an empty store location; give a directory (e.g. .dart) or leave it out")
     if user_code:
         packages = _packages(user_code, "--user-code")
     elif os.environ.get("DART_USER_CODE"):
@@ -141,7 +141,7 @@ def resolve(
             local_modules = _flag(table.get("local_modules", True), "[tool.dart] local_modules")
     staging_bytes = _pick(staging, "--staging", "DART_STAGING", "staging", table, parse_size, default_staging)
     return Options(
-        store=store_path,
+        store=store,
         staging=staging_bytes,
         every=seconds,
         every_is_default=is_default,

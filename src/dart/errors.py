@@ -1,11 +1,62 @@
 """One error hierarchy and one warning class for everything a user can see.
 
-Every message says what happened, to which variable or file, and what to do next.
+An error states a fact: what happened, to which variable, file or commit
+(``message``), and which next step helps (``next_step``, a key of NEXT_STEPS,
+or none). Facts a tool may want are attributes too (``RunBusyError.holder``).
+How the next step is worded depends on where the user is (``dart run`` on the
+command line, ``dart.enable()`` in a script, Python code calling dart): the
+presenter (``dart.present``) picks the wording; ``str(error)`` uses the generic one.
 """
+
+from __future__ import annotations
+
+#: next step -> wording per front end ("cli": dart's commands, "enable": a script
+#: that calls dart.enable(), "api": any other Python caller).
+NEXT_STEPS: dict[str, dict[str, str]] = {
+    "fresh": {
+        "cli": "run again with --fresh to start over",
+        "enable": "start over with dart.enable(fresh=True) (or `dart run --fresh SCRIPT`)",
+        "api": "start over with --fresh (dart.enable(fresh=True))",
+    },
+    "damaged": {
+        "cli": "the store is damaged: restore it from a copy, or run again with --fresh to start over",
+        "enable": "the store is damaged: restore it from a copy, or start over with dart.enable(fresh=True)",
+        "api": "the store is damaged: restore it from a copy or start over with --fresh",
+    },
+    "store": {
+        "cli": "pass the right --store",
+        "enable": "pass store= to dart.enable() or set DART_STORE",
+        "api": "pass store= or set DART_STORE",
+    },
+    "log": {
+        "cli": "`dart log` lists them",
+        "enable": "`dart log` lists them",
+        "api": "`dart log` lists them",
+    },
+}
+
+
+def with_step(message: str, next_step: str | None, front_end: str = "api") -> str:
+    """``message`` followed by the next step worded for ``front_end``."""
+    if next_step is None:
+        return message
+    words = NEXT_STEPS[next_step][front_end]
+    return f"{message.rstrip('. ')}. {words[0].upper()}{words[1:]}."
 
 
 class DartError(Exception):
     """Base class of every error dart raises on purpose."""
+
+    def __init__(self, message: str = "", *, next_step: str | None = None, **facts: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.next_step = next_step
+        self.facts = facts
+        for name, value in facts.items():
+            setattr(self, name, value)
+
+    def __str__(self) -> str:
+        return with_step(self.message, self.next_step)
 
 
 class NativeLoadError(DartError, ImportError):
@@ -22,6 +73,10 @@ class StoreError(DartError):
 
 class CorruptObjectError(StoreError):
     """An object or record in the store failed its checksum or could not be parsed."""
+
+
+class RunBusyError(StoreError):
+    """Another process holds the run's lease (``holder``)."""
 
 
 class DeltaError(DartError, ValueError):

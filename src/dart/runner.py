@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import Options
 from .errors import DartError, ScriptError
+from .present import report_error, report_exception, user_traceback
 from .session import Session, plan_run
 
 _active: Session | None = None
@@ -47,17 +48,6 @@ def read_script(path: str) -> tuple[Path, str]:
     return script.resolve(), source
 
 
-def _report(exc: BaseException, namespace: dict) -> None:
-    """Print ``exc`` through sys.excepthook without dart's own frames, so the
-    traceback looks as it would without dart."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_globals is not namespace:
-        tb = tb.tb_next
-    if tb is not None:
-        exc = exc.with_traceback(tb)
-    sys.excepthook(type(exc), exc, tb)
-
-
 def _exit_code(exc: SystemExit) -> int:
     code = exc.code
     if code is None:
@@ -82,11 +72,11 @@ def _execute(session: Session, code, module: types.ModuleType) -> int:
         return status
     except KeyboardInterrupt as exc:
         session.fail(exc, status="interrupted")
-        _report(exc, module.__dict__)
+        report_exception(exc)
         return 130
     except BaseException as exc:
         session.fail(exc)
-        _report(exc, module.__dict__)
+        report_exception(exc)
         return 1
     session.finish()
     return 0
@@ -159,7 +149,7 @@ def enable_in_main(frame, options: Options) -> None:
     try:
         status = _execute(session, _start(session), module)
     except DartError as exc:
-        print(f"dart: error: {exc}", file=sys.stderr)
+        report_error(exc, "enable")
         status = 2
     finally:
         _end(session, lock)
@@ -176,7 +166,8 @@ def _finish_at_exit(session: Session, lock) -> None:
         if exc is not None and not session._closed:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             session.fail(exc, status=status)
-        previous_hook(kind, exc, tb)
+        tb = user_traceback(tb)
+        previous_hook(kind, exc.with_traceback(tb) if exc is not None else exc, tb)
 
     def at_exit():
         global _active

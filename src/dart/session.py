@@ -2,9 +2,11 @@
 
 ``plan_run`` decides whether a command starts a new run or resumes the newest
 unfinished run of the same script and arguments. ``Session`` owns the pieces of
-the pipeline for that run (monitor -> capture -> flusher -> store) and turns
-safe points into commits. ``dart.runner`` (``dart run``) and ``dart.enable()``
-both drive a Session; they differ only in who executes the module code.
+the pipeline for that run (monitor -> coordinator -> capture -> commit writer ->
+store), turns safe points into commits, and applies a resume plan
+(``dart.resume.restore.plan_resume``). ``dart.runner`` (``dart run``) and
+``dart.enable()`` both drive a Session; they differ only in who executes the
+module code.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import xxhash
 
 from .capture import Capturer
-from .capture.hidden import environment
+from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
     NotContinuable,
@@ -33,27 +35,31 @@ from .capture.path import (
     savable,
     short_value,
 )
-from .config import DEFAULT_BUDGET, Options
-from .errors import CaptureError, DartWarning
+from .config import Options
+from .coordinate import LocalTimer, SafePoint
+from .errors import CaptureError, DartWarning, ResumeError
 from .flush import CommitHandle, CommitWriter
+from .astpath import annotate_paths, innermost_statement, node_at, position_after
 from .monitor import Monitor
 from .monitor.usercode import UserCode
-from .astpath import annotate_paths, innermost_statement, node_at, position_after
 from .monitor.sites import CodeSites, LoopSite
 from .monitor.tracked import CountingIterator, SavedLoop, saved_form
 from .resume import continuation as cont
 from .resume.anchors import anchors_of
-from .resume.restore import prepare as restore_session
-from .store import Store
+from .resume.restore import Program, ResumePlan, plan_resume
+from .store import CommitRecord, Store, open_store
 
 log = logging.getLogger("dart")
 
 
-def run_key(script: Path, args: list[str], store_root: Path) -> str:
-    """Identity of "the same command": the script (relative to the store's
-    folder, so a copied folder resumes) and its arguments."""
+def run_key(script: Path, args: list[str], home: Path | None) -> str:
+    """Identity of "the same command": the script and its arguments. The script
+    is named relative to the folder a local store sits in (so a copied folder
+    resumes), or relative to the working directory for a store that is not local
+    (so another machine with the same checkout resumes)."""
+    base = home if home is not None else Path.cwd()
     try:
-        name = os.path.relpath(script, store_root.parent)
+        name = os.path.relpath(script, base)
     except ValueError:  # another drive
         name = str(script)
     if name.startswith(".."):
@@ -62,28 +68,30 @@ def run_key(script: Path, args: list[str], store_root: Path) -> str:
 
 
 @dataclass
-class Plan:
+class RunPlan:
+    """How a command starts: a new run, or the run it continues."""
+
     store: Store
     run_id: str
-    resume_from: dict | None  # the commit record to continue from
+    resume_from: CommitRecord | None  # the commit record to continue from
     parent: str | None  # the run's newest durable commit
 
 
-def plan_run(options: Options, script: Path, args: list[str]) -> Plan:
-    store = Store(options.store)
-    key = run_key(script, args, options.store)
+def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
+    store = open_store(options.store)
+    key = run_key(script, args, store.home)
     runs = store.find_runs(key)
     if runs and not options.fresh and runs[-1].get("status") != "finished":
         last = runs[-1]
         commits = store.log(run=last["id"])
-        resumable = next((c for c in commits if c.get("resumable")), None)
+        resumable = next((c for c in commits if c.resumable), None)
         if resumable is not None:
-            return Plan(store, last["id"], resumable, commits[0]["id"])
+            return RunPlan(store, last["id"], resumable, commits[0].id)
         store.update_run(last["id"], status="abandoned")
     run_id = store.create_run(
         {"key": key, "script": str(script), "argv": list(args), "cwd": os.getcwd(), "pid": os.getpid()}
     )
-    return Plan(store, run_id, None, None)
+    return RunPlan(store, run_id, None, None)
 
 
 # Objects that carry no program state worth keeping, only a resource: running
@@ -112,7 +120,7 @@ def _rebuildable_kind(value) -> bool:
 
 
 class Session:
-    def __init__(self, plan: Plan, options: Options, module: types.ModuleType, script: Path, source: str):
+    def __init__(self, plan: RunPlan, options: Options, module: types.ModuleType, script: Path, source: str):
         self.plan = plan
         self.store = plan.store
         self.options = options
@@ -129,26 +137,53 @@ class Session:
         self.flusher = self.writer.flusher
         user_code = UserCode(script.parent, options.local_modules, options.user_code)
         self.monitor = Monitor(self._on_safe_point, user_code)
+        self.coordinator = LocalTimer(options)
         self._warned_loops: set[tuple] = set()
         self._closed = False
-        self._recreated: frozenset = frozenset()  # SavedLoop keys of the commit resumed from
         self._anchors: dict[tuple, list[str]] = {}
         self.commits = 0
 
     # -- starting ---------------------------------------------------------------
     def prepare_resume(self) -> tuple[types.CodeType, ast.Module]:
-        """Run the prologue, restore the saved state into the module and return
-        the continuation's code (and AST) to execute (see ``dart.resume.restore``)."""
-        return restore_session(self)
+        """Plan the resume from the run's commit (``dart.resume.restore``), apply
+        the plan, and return the continuation's code (and AST) to execute."""
+        program = Program(self.module, self.script, self.tree, self.source_hash, self.plan.run_id)
+        plan = plan_resume(program, self.plan.resume_from, self.store)
+        self.apply(plan)
+        return plan.code, plan.tree
+
+    def apply(self, plan: ResumePlan) -> None:
+        """Put the program in the state ``plan`` describes: globals, rebuilt
+        variables, armed functions, tracked loops, the writer's starting point and
+        the random state, in that order."""
+        self.monitor.loops.restore(plan.tracked)
+        if plan.edited:
+            log.warning("dart: %s changed since commit %s; resuming with the edited code", self.display_name, plan.record.short)
+        self.writer.seed(plan.state)  # the next commit writes only what changed since this one
+        for namespace, values in plan.namespaces:
+            namespace.update(values)
+        for name, code, where in plan.rebuild:
+            try:
+                exec(code, self.module.__dict__)
+            except Exception as exc:
+                raise ResumeError(
+                    f"cannot rebuild variable '{name}' by running {where} again: {type(exc).__name__}: {exc}",
+                    next_step="fresh",
+                ) from exc
+        self.monitor.watch(*plan.prologue, self.tree)  # the functions it defined
+        self.monitor.watch_new_modules()  # and the user modules it imported
+        for arm in plan.arms:
+            arm.function.__code__ = arm.variant
+            self.monitor.watch_function(arm.variant, arm.node, arm.module, arm.tree)
+        restore_hidden(plan.hidden)
+        for problem in plan.problems:
+            warnings.warn(problem, DartWarning, stacklevel=2)
+        log.warning("dart: resuming run %s from commit %s at %s", self.plan.run_id, plan.record.short, describe(plan.position))
 
     def start(self, code: types.CodeType, tree: ast.Module) -> None:
         """Watch ``code`` (compiled from ``tree``) and arm the first commit."""
         self.monitor.watch(code, tree, self.tree)
-        every = self.options.every
-        if every == 0:
-            self.monitor.due_now()
-        elif every is not None:
-            self.monitor.due_at(time.monotonic() + every)
+        self.coordinator.start(self.monitor)
 
     # -- committing -----------------------------------------------------------------
     def _on_safe_point(self, frame, sites: CodeSites, kind: str, path, line: int, site: LoopSite | None) -> None:
@@ -167,7 +202,8 @@ class Session:
                 f"{os.path.basename(frame.f_code.co_filename)}:{line}: {exc}; commits happen further out instead",
             )
             return
-        self._commit(spots, message=None)
+        if self.coordinator.agree(SafePoint(frame.f_code.co_qualname, path, kind, line)):
+            self._commit(spots, message=None)
 
     def _rebuild_statement(self, frame_key: str | None, name: str, value) -> str | None:
         """Where ``name`` (a global, or a local of function ``frame_key``) is
@@ -307,16 +343,8 @@ class Session:
             # Every safe point commits: each commit is durable before the program
             # goes on, so a kill repeats at most the iteration in flight.
             handle.wait()
-        self._schedule_next(time.perf_counter() - started)
+        self.coordinator.committed(time.perf_counter() - started)
         return handle
-
-    def _schedule_next(self, stall: float) -> None:
-        every = self.options.every
-        if every is None or every == 0:
-            return
-        if self.options.every_is_default:
-            every = max(every, stall / DEFAULT_BUDGET)
-        self.monitor.due_at(time.monotonic() + every)
 
     def commit_explicit(self, frame, message: str | None) -> CommitHandle:
         """``dart.commit()``: resumable right after the calling statement when it

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from dart.store.layout import object_names
+from dart.store.record import decode_record
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 PYTHON = sys.executable
@@ -256,6 +257,6 @@ def orphan_objects(store: Path) -> set[str]:
     """Objects no commit record names: what a commit killed mid-write leaves."""
     named = set()
     for record_path in (store / "commits").glob("*.json"):
-        named.update(object_names(json.loads(record_path.read_text())))
+        named.update(object_names(decode_record(record_path.read_bytes(), str(record_path))))
     present = {p.parent.name + p.name for p in (store / "objects").glob("*/*") if p.is_file()}
     return present - named

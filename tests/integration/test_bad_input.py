@@ -104,6 +104,23 @@ def test_log_without_store(tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
+def test_log_of_an_unsupported_store_url(tmp_path):
+    res = run([PYTHON, "-m", "dart", "log", "--store", "s3://bucket/runs"], tmp_path)
+    assert_dart_error(res, "s3://", "not supported yet")
+    assert os.listdir(tmp_path) == []
+
+
+def test_version_and_help_list_every_command(tmp_path):
+    import dart
+
+    res = run([PYTHON, "-m", "dart", "--version"], tmp_path)
+    assert res.returncode == 0 and res.stdout.startswith(f"dart {dart.__version__} "), res.describe()
+    res = run([PYTHON, "-m", "dart", "--help"], tmp_path)
+    from dart.cli import COMMANDS
+
+    assert res.returncode == 0 and all(f"    {name} " in res.stdout for name in COMMANDS), res.describe()
+
+
 def test_bad_every(tmp_path):
     res = run(dart_cmd(script("counter_while.py"), store=tmp_path / "store", every="soon"), tmp_path)
     assert_dart_error(res, "soon")

@@ -87,11 +87,11 @@ def test_crash_at_each_step_keeps_previous_commit(tmp_path, step):
 
     store = Store(root)
     log = store.log()
-    assert [r["id"] for r in log] == [first_id]
-    assert log[0]["message"] == "first" and log[0]["durable"] is True
+    assert [r.id for r in log] == [first_id]
+    assert log[0].message == "first" and store.get_commit(first_id) == log[0]
     assert store.log(run) == log
     assert store.read_ref(f"runs/{run}") == first_id
-    assert store.head(run)["id"] == first_id
+    assert store.head(run).id == first_id
     assert _verify_commit(store, log[0]) == [FIRST_PAYLOAD, *FIRST_BUFFERS]
 
     # The store is still writable after the crash: a new commit chains on the first.
@@ -99,8 +99,8 @@ def test_crash_at_each_step_keeps_previous_commit(tmp_path, step):
 
     with Flusher(store, run, parent=first_id) as flusher:
         cid = flusher.submit(StagedCommit([("g:x", b"after crash", [], [])], [], {"message": "third"})).wait(30)
-    assert [r["id"] for r in store.log(run)] == [cid, first_id]
-    assert store.get_commit(cid)["parent"] == first_id
+    assert [r.id for r in store.log(run)] == [cid, first_id]
+    assert store.get_commit(cid).parent == first_id
 
 
 CHILD_LOOP = textwrap.dedent(
@@ -149,16 +149,16 @@ def test_sigkill_mid_write(tmp_path, kill_after):
 
     store = Store(root)
     log = store.log()
-    ids = [r["id"] for r in log]
+    ids = [r.id for r in log]
     assert log, "no commit survived"
     # Every commit reported durable before the kill survives the kill.
     assert set(reported) <= set(ids)
     assert store.read_ref(f"runs/{run}") == ids[0]
-    positions = [r["position"] for r in log]
+    positions = [r.position for r in log]
     assert positions == list(range(len(log)))[::-1]  # an unbroken chain, newest first
     for record in log:
         pickle, random, zeros, tail = _verify_commit(store, record)
-        i = record["position"]
+        i = record.position
         assert pickle == b"pickle %d" % i
         assert len(random) == 1 << 20 and zeros == bytes(1 << 20)
         assert tail == b"%d" % i * 1000

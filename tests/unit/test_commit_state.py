@@ -109,7 +109,7 @@ def test_buffers_changed_moved_resized_between_commits(run):
     assert np.array_equal(got2["b"], ns["b"]) and np.array_equal(got2["c"], got2["a"])
     assert np.array_equal(got3["a"], ns["a"]) and got3["a"].shape == (1 << 17,)
     # staged: one 4 KiB chunk of a; b (new address and size) and c (new) whole
-    assert second["staged_bytes"] == 4096 + ns["b"].nbytes + got2["c"].nbytes
+    assert second.staged_bytes == 4096 + ns["b"].nbytes + got2["c"].nbytes
 
 
 def test_sparse_change_writes_about_the_changed_rows(run):
@@ -121,10 +121,10 @@ def test_sparse_change_writes_about_the_changed_rows(run):
     table[rows] += 1
     record = run.commit(ns)
     changed = len(rows) * 4096
-    assert record["bytes_written"] <= 2 * changed + 64 * 1024
+    assert record.bytes_written <= 2 * changed + 64 * 1024
     assert np.array_equal(run.load(record)["table"], table)
     unchanged = run.commit(ns)
-    assert unchanged["bytes_written"] < 16 * 1024  # index and the commit's small pods only
+    assert unchanged.bytes_written < 16 * 1024  # index and the commit's small pods only
 
 
 def test_frame_locals_and_pods_without_changes_are_reused(run):
@@ -133,7 +133,7 @@ def test_frame_locals_and_pods_without_changes_are_reused(run):
     roots = load_roots(run.store, first)
     assert roots["frames"][0]["data"] is roots["globals"]["x"] and roots["frames"][0]["i"] == 3
     second = run.commit(ns, frames=[("main", {"i": 4, "data": ns["x"]})])
-    assert second["bytes_written"] < first["bytes_written"]
+    assert second.bytes_written < first.bytes_written
 
 
 def test_lazy_load_reads_only_what_is_asked(run, monkeypatch):
@@ -170,7 +170,7 @@ def test_pandas_and_sklearn_data_go_out_of_band(run):
     # Their big arrays were staged as buffers, so an unchanged frame costs nothing next time.
     frame.loc[5, "a"] = -1.0
     again = run.commit({"frame": frame, "model": model})
-    assert again["bytes_written"] < 64 * 1024
+    assert again.bytes_written < 64 * 1024
     assert run.load(again)["frame"].loc[5, "a"] == -1.0
 
 
@@ -189,7 +189,7 @@ def test_a_run_started_from_a_loaded_commit_writes_only_what_changed_since(tmp_p
     again = resumed.commit(loaded)
     # one row of the table; small pods (a loaded array pickles as a view of its flat
     # base, and this process's random state moved), never the table again
-    assert again["staged_bytes"] == 4096 and again["bytes_written"] < 32 * 1024
+    assert again.staged_bytes == 4096 and again.bytes_written < 32 * 1024
     got = resumed.load(again)
     assert np.array_equal(got["table"], loaded["table"]) and got["meta"] == {"epoch": 3}
     resumed.close()

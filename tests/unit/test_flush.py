@@ -63,14 +63,14 @@ def test_order_and_parent_chain(store, run_id, writer):
     parent = None
     for i, cid in enumerate(ids):
         record = store.get_commit(cid)
-        assert record["parent"] == parent
-        assert record["run"] == run_id
-        assert record["position"] == i and record["message"] == f"c{i}"
-        assert isinstance(record["time"], float)
+        assert record.parent == parent
+        assert record.run == run_id
+        assert record.position == i and record.message == f"c{i}"
+        assert isinstance(record.time, float)
         assert saved(store, cid) == (b"pickle-%d" % i, [bytes(b) for b in blobs[i]])
         parent = cid
-    assert [r["id"] for r in store.log(run_id)] == ids[::-1]
-    assert writer.flusher.bytes_written == sum(store.get_commit(c)["bytes_written"] for c in ids) > 10 * 100_000
+    assert [r.id for r in store.log(run_id)] == ids[::-1]
+    assert writer.flusher.bytes_written == sum(store.get_commit(c).bytes_written for c in ids) > 10 * 100_000
 
 
 def test_initial_parent_from_another_run(store, run_id):
@@ -80,7 +80,7 @@ def test_initial_parent_from_another_run(store, run_id):
     with Flusher(store, branch, parent=base) as second:
         assert second.head is None
         cid = second.submit(staged(1)).wait(10)
-    assert store.get_commit(cid)["parent"] == base
+    assert store.get_commit(cid).parent == base
     assert store.read_ref(f"runs/{branch}") == cid
     assert store.read_ref(f"runs/{run_id}") == base
 
@@ -91,7 +91,7 @@ def test_continue_existing_run(store, run_id):
     with Flusher(store, run_id, parent=c1) as again:
         assert again.head == c1
         c2 = again.submit(staged(2)).wait(10)
-    assert store.get_commit(c2)["parent"] == c1
+    assert store.get_commit(c2).parent == c1
     assert store.read_ref(f"runs/{run_id}") == c2
 
 
@@ -106,7 +106,7 @@ def test_unchanged_buffer_and_pod_are_not_written_again(store, writer):
     assert h1.bytes_written > 1 << 20
     assert h2.bytes_written < 1000  # only the new index
     assert 4096 <= h3.bytes_written < 4096 + 2000
-    assert store.get_commit(h2.id)["bytes_written"] == h2.bytes_written
+    assert store.get_commit(h2.id).bytes_written == h2.bytes_written
     assert saved(store, h3.id)[1] == [bytes(big)]  # rebuilt from two commits' packs
 
 
@@ -190,9 +190,9 @@ def test_error_goes_to_handle_and_later_commits_proceed(store, run_id, writer, c
     # The failed commit is skipped: the next one writes the lost bytes again and
     # chains onto the last good head.
     cid = writer(3, buffer).wait()
-    assert store.get_commit(cid)["parent"] == good
+    assert store.get_commit(cid).parent == good
     assert saved(store, cid)[1] == [bytes(buffer)]
-    assert [r["id"] for r in store.log(run_id)] == [cid, good]
+    assert [r.id for r in store.log(run_id)] == [cid, good]
     assert writer.flusher.head == cid
 
 

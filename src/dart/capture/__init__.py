@@ -202,6 +202,27 @@ def _roots_from_pods(values: dict) -> dict:
     return roots
 
 
+def snapshot(roots: Mapping[str, object], main_module: types.ModuleType | None = None) -> list:
+    """Pickle a set of named roots into pods, with no Session and no store: the
+    machinery of a commit, for a snapshot of live state (``dart.transaction()``).
+    Objects shared between roots stay shared; buffers are copied now, so later
+    changes to the live objects do not reach the snapshot. CaptureError if a root
+    does not pickle."""
+    try:
+        cut, keep = pods.cut(list(roots.items()), main_module=main_module)
+    except Exception as exc:
+        raise CaptureError(f"the state could not be saved: {_reason(exc)}") from exc
+    for pod in cut:
+        pod.buffers = [bytearray(b.raw()) for b in pod.buffers]
+    del keep
+    return cut
+
+
+def restore_snapshot(cut: list, main_namespace: dict | None = None) -> dict[str, object]:
+    """The roots of :func:`snapshot`, as new objects."""
+    return assemble([(p.name, p.stream, [bytearray(b) for b in p.buffers]) for p in cut], main_namespace)
+
+
 def restore_pods(cut: list, main_namespace: dict | None = None) -> dict:
     """The roots dict from pods still in memory (their buffers copied): the
     in-memory inverse of :meth:`Capturer.capture`."""
@@ -217,8 +238,8 @@ def load_roots(store, record: dict, main_namespace: dict | None = None, state=No
     state = CommitState(store, record) if state is None else state
     if state.legacy:  # a commit of dart 0.1: one stream, whole buffers
         return restore(
-            store.get_object(record["state"]["pickle"]),
-            [store.get_object(oid) for oid in record["state"]["buffers"]],
+            store.get_object(record.state["pickle"]),
+            [store.get_object(oid) for oid in record.state["buffers"]],
             main_namespace,
         )
     return _roots_from_pods(assemble(state.read(), main_namespace))
@@ -231,7 +252,7 @@ class SavedVariables(Mapping):
     def __init__(self, store, record: dict, main_namespace: dict | None = None):
         from ..store.layout import CommitState
 
-        self.commit = record["id"]
+        self.commit = record.id
         self._state = CommitState(store, record)
         self._namespace = main_namespace
         self._memos: dict = {}

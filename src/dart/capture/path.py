@@ -16,9 +16,12 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from types import CodeType, FrameType
+from typing import TYPE_CHECKING
 
 from ..astpath import innermost_statement, position_at
-from ..monitor.sites import CodeSites, LoopSite
+
+if TYPE_CHECKING:  # the monitor's analysis of a code object; capture only reads it
+    from ..monitor.sites import CodeSites, LoopSite
 
 
 class NotContinuable(Exception):

@@ -1,8 +1,15 @@
-"""The command line: ``dart run`` and ``dart log`` (``python -m dart ...``)."""
+"""The command line (``dart ...`` / ``python -m dart ...``).
+
+Each subcommand is a module of this package with ``HELP`` (one line for the
+list of commands), ``DESCRIPTION``, ``add_arguments(parser)`` and
+``main(args) -> exit code``, registered in ``COMMANDS``: adding a command is
+adding a module and a line here. Errors are presented once, here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from ..errors import DartError
@@ -12,8 +19,22 @@ dart commits the state of a running Python program at safe points so that a
 crash, a kill -9 or an exception loses almost nothing: run the same command
 again and the program continues where it was."""
 
+#: command name -> module (in the order `dart --help` lists them)
+COMMANDS = {
+    "run": "dart.cli.run",
+    "log": "dart.cli.log",
+}
+
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store", metavar="DIR", help="the store: a directory (default: $DART_STORE or ./.dart)"
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(
         prog="dart",
         description=DESCRIPTION,
@@ -24,71 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
         "  dart log --json                 the commits, for tools",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"dart {__version__} (Python {sys.version.split()[0]})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    run = sub.add_parser(
-        "run",
-        help="run a script under dart (resumes an unfinished run of the same command)",
-        description="Run SCRIPT as `python SCRIPT ARGS` would, committing its state at safe points. "
-        "If the same command (script and arguments) ran before with this store and did not "
-        "finish, continue from its newest commit.",
-    )
-    _store_option(run)
-    run.add_argument(
-        "--every",
-        metavar="SECONDS|never",
-        help="commit interval: 0 commits at every safe point, 30 at the first safe point 30 s after "
-        "the previous commit, 'never' only on dart.commit() (default: $DART_EVERY or 30, "
-        "stretched so commits cost under 2%% of the run time)",
-    )
-    run.add_argument("--fresh", action="store_true", help="start over instead of resuming")
-    run.add_argument(
-        "--user-code",
-        metavar="PACKAGE",
-        action="append",
-        help="also treat this installed package as user code, so commits can happen inside its "
-        "functions (repeatable; default: $DART_USER_CODE; modules in the script's folder always are, "
-        "unless DART_LOCAL_MODULES=0)",
-    )
-    run.add_argument(
-        "--staging",
-        metavar="SIZE",
-        help="memory a commit copies changed bytes into before they are written, e.g. 512M or 8G; a "
-        "commit with more changed bytes waits for the disk (default: $DART_STAGING or a quarter of "
-        "the machine's memory, at most 4G; touched only as commits need it)",
-    )
-    run.add_argument("script", metavar="SCRIPT", help="the Python script to run")
-    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
-
-    log = sub.add_parser("log", help="list commits, newest first", description="List the commits in the store, newest first.")
-    _store_option(log)
-    log.add_argument("--run", metavar="RUN", help="only the commits of this run")
-    log.add_argument("--json", action="store_true", help="print a JSON array (one object per commit)")
-    log.add_argument("-n", "--limit", type=int, metavar="N", help="at most N commits")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(command)
+        command.set_defaults(handler=module.main)
     return parser
 
 
-def _store_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", metavar="DIR", help="the store directory (default: $DART_STORE or ./.dart)")
-
-
 def main(argv: list[str] | None = None) -> int:
-    from .. import messages
+    from .. import present
 
-    messages.setup()
+    present.setup()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
     try:
-        if args.command == "run":
-            from . import run as command
-        else:
-            from . import log as command
-        return command.main(args)
+        return args.handler(args)
     except DartError as exc:
-        print(f"dart: error: {exc}", file=sys.stderr)
+        present.report_error(exc, "cli")
         return 2
     except BrokenPipeError:  # `dart log | head`
         import os

@@ -6,10 +6,22 @@ import json
 import sys
 import time
 
-from ..config import resolve
-from ..errors import StoreError
+import argparse
+
 from ..capture.path import describe
-from ..store import Store
+from ..config import resolve
+from ..store import Store, open_store
+from . import add_store_option
+
+HELP = "list commits, newest first"
+DESCRIPTION = "List the commits in the store, newest first."
+
+
+def add_arguments(log: argparse.ArgumentParser) -> None:
+    add_store_option(log)
+    log.add_argument("--run", metavar="RUN", help="only the commits of this run")
+    log.add_argument("--json", action="store_true", help="print a JSON array (one object per commit)")
+    log.add_argument("-n", "--limit", type=int, metavar="N", help="at most N commits")
 
 
 def entries(store: Store, run: str | None = None, limit: int | None = None) -> list[dict]:
@@ -18,16 +30,16 @@ def entries(store: Store, run: str | None = None, limit: int | None = None) -> l
     for record in store.log(run=run)[: limit if limit else None]:
         out.append(
             {
-                "id": record["id"],
-                "parent": record.get("parent"),
-                "run": record.get("run"),
-                "time": record.get("time"),
-                "position": describe(record.get("position", {})),
-                "location": record.get("position", {}),
-                "message": record.get("message"),
-                "bytes_written": record.get("bytes_written", 0),
-                "durable": record.get("durable", True),
-                "resumable": record.get("resumable", False),
+                "id": record.id,
+                "parent": record.parent,
+                "run": record.run,
+                "time": record.time,
+                "position": describe(record.position),
+                "location": record.position,
+                "message": record.message,
+                "bytes_written": record.bytes_written,
+                "durable": True,  # log lists only commits reachable from a ref
+                "resumable": record.resumable,
             }
         )
     return out
@@ -43,16 +55,14 @@ def _size(n: int) -> str:
 
 def main(args) -> int:
     options = resolve(store=args.store)
-    if not options.store.is_dir():
-        raise StoreError(f"no dart store at {options.store}; run a script with `dart run` first or pass --store DIR")
-    store = Store(options.store, create=False)
+    store = open_store(options.store, create=False)
     rows = entries(store, args.run, args.limit)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     if not rows:
-        print(f"no commits in {options.store}")
+        print(f"no commits in {store.location}")
         return 0
     table = [("COMMIT", "TIME", "RUN", "POSITION", "WRITTEN", "MESSAGE")]
     for row in rows:

@@ -2,8 +2,47 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ..config import resolve
 from ..runner import run_script
+from . import add_store_option
+
+HELP = "run a script under dart (resumes an unfinished run of the same command)"
+DESCRIPTION = (
+    "Run SCRIPT as `python SCRIPT ARGS` would, committing its state at safe points. "
+    "If the same command (script and arguments) ran before with this store and did not "
+    "finish, continue from its newest commit."
+)
+
+
+def add_arguments(run: argparse.ArgumentParser) -> None:
+    add_store_option(run)
+    run.add_argument(
+        "--every",
+        metavar="SECONDS|never",
+        help="commit interval: 0 commits at every safe point, 30 at the first safe point 30 s after "
+        "the previous commit, 'never' only on dart.commit() (default: $DART_EVERY or 30, "
+        "stretched so commits cost under 2%% of the run time)",
+    )
+    run.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    run.add_argument(
+        "--user-code",
+        metavar="PACKAGE",
+        action="append",
+        help="also treat this installed package as user code, so commits can happen inside its "
+        "functions (repeatable; default: $DART_USER_CODE; modules in the script's folder always are, "
+        "unless DART_LOCAL_MODULES=0)",
+    )
+    run.add_argument(
+        "--staging",
+        metavar="SIZE",
+        help="memory a commit copies changed bytes into before they are written, e.g. 512M or 8G; a "
+        "commit with more changed bytes waits for the disk (default: $DART_STAGING or a quarter of "
+        "the machine's memory, at most 4G; touched only as commits need it)",
+    )
+    run.add_argument("script", metavar="SCRIPT", help="the Python script to run")
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 
 
 def main(args) -> int:

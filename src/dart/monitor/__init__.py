@@ -25,7 +25,7 @@ from .._native import monitor as _native
 from ..errors import DartError
 from ..astpath import function_nodes, nested_code, source_span
 from .sites import CodeSites, LoopSite, analyze
-from .tracked import CountingIterator, TrackedLoops
+from .tracked import TrackedLoops
 from .usercode import UserCode, module_functions, module_tree
 
 log = logging.getLogger("dart")

@@ -1,30 +1,81 @@
-"""Resume a session from a commit: find the saved position in the current
-source, re-run the definitions before it, restore the state and arm the
-functions on the saved call path (see ``continuation`` for the code that runs).
+"""Resume from a commit, as a plan: find the saved position in the current
+source, re-run the definitions before it, load the state, and say what the
+session must do to continue (``ResumePlan``). ``plan_resume`` changes nothing
+but the module namespaces it must run definitions in (classes must exist before
+saved objects are loaded); the session applies the plan (``Session.apply``).
+See ``continuation`` for the code that runs.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import importlib
 import io
 import logging
 import sys
 import types
-import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..capture import load_roots
-from ..store.layout import CommitState
-from ..capture.hidden import capture_hidden, compare_environment, restore_hidden
-from ..capture.path import describe
-from ..errors import CaptureError, DartWarning, ResumeError, StoreError
 from ..astpath import nested_code, node_at
-from ..monitor.usercode import module_tree
-from . import continuation as cont
+from ..capture import load_roots
+from ..capture.hidden import compare_environment
+from ..capture.path import describe
+from ..errors import CaptureError, ResumeError, StoreError
 from ..monitor.tracked import SavedLoop, recreator
+from ..monitor.usercode import module_tree
+from ..store.layout import CommitState
+from ..store.record import CommitRecord
+from . import continuation as cont
 from .anchors import relocate
 
 log = logging.getLogger("dart")
+
+
+@dataclass
+class Arm:
+    """Make the next call of ``function`` run ``variant`` (its continuation)."""
+
+    function: types.FunctionType
+    variant: types.CodeType
+    node: ast.FunctionDef  # the variant's AST, for the monitor
+    module: str
+    tree: ast.Module
+
+
+@dataclass
+class ResumePlan:
+    """What the session does to continue the program from ``record``."""
+
+    record: CommitRecord
+    position: dict  #: the record's position, found again in the current source
+    code: types.CodeType  #: the module's continuation, to execute in the main module
+    tree: ast.Module  #: its AST (for the monitor)
+    prologue: tuple[types.CodeType, ast.Module]  #: already run: its functions are to be watched
+    namespaces: list[tuple[dict, dict]] = field(default_factory=list)  #: (module globals, values to set)
+    rebuild: list[tuple[str, types.CodeType, str]] = field(default_factory=list)  #: (name, code, line)
+    arms: list[Arm] = field(default_factory=list)
+    tracked: list = field(default_factory=list)  #: loops the monitor counts from the start
+    state: CommitState | None = None  #: what the writer is seeded with
+    hidden: dict | None = None  #: random state to put back last
+    problems: list[str] = field(default_factory=list)  #: environment differences to warn about
+    edited: bool = False  #: the script changed since the commit
+
+
+@dataclass(frozen=True)
+class Program:
+    """The program being resumed: what plan_resume reads."""
+
+    module: types.ModuleType
+    script: Path
+    tree: ast.Module  #: annotated AST of the script
+    source_hash: str
+    run_id: str
+
+    @property
+    def name(self) -> str:
+        return self.script.name
 
 
 def _reenter(saved, fresh):
@@ -50,7 +101,8 @@ def _resolve_function(namespace: dict, qualname: str, route: str | None = None):
     if "<locals>" in qualname and route is None:
         raise ResumeError(
             f"cannot resume inside {qualname}(): functions defined inside other functions "
-            "cannot be resumed yet. Run again with --fresh to start over."
+            "cannot be resumed yet",
+            next_step="fresh",
         )
     parts = (route or qualname).split(".")
     obj = namespace.get(parts[0])
@@ -63,117 +115,113 @@ def _resolve_function(namespace: dict, qualname: str, route: str | None = None):
     while obj is not None and getattr(getattr(obj, "__code__", None), "co_qualname", None) != qualname:
         obj = getattr(obj, "__wrapped__", None)
     if obj is None:
-        raise ResumeError(
-            f"cannot resume inside {qualname}(): the script no longer defines it. "
-            "Run again with --fresh to start over."
-        )
+        raise ResumeError(f"cannot resume inside {qualname}(): the script no longer defines it", next_step="fresh")
     return obj
 
 
-def prepare(session) -> tuple[types.CodeType, ast.Module]:
-    """Run the prologue, restore the saved state into the module and return
-    the continuation's code (and AST) to execute."""
-    commit = session.plan.resume_from
-    position = commit["position"]
-    filename = str(session.script)
-    namespace = session.module.__dict__
-    renamed = _relocate(session, position)
-    commit["recreated"] = [renamed.get(k, k) for k in commit.get("recreated", [])]
-    session.monitor.loops.restore(commit.get("tracked", []))
-    recreated = frozenset(commit.get("recreated", []))
-    session._recreated = recreated
-    if commit.get("source", {}).get("hash") != session.source_hash:
-        log.warning("dart: %s changed since commit %s; resuming with the edited code", session.display_name, commit["id"][:12])
+def plan_resume(program: Program, record: CommitRecord, store) -> ResumePlan:
+    """Run the prologue, load the state and return what to do (see ResumePlan)."""
+    position = copy.deepcopy(record.position)
+    filename = str(program.script)
+    namespace = program.module.__dict__
+    short = record.short
+    renamed = _relocate(program, record, position)
+    recreated = frozenset(renamed.get(k, k) for k in record.recreated)
     try:
-        body = cont.continuation(session.tree, position, recreated)
+        body = cont.continuation(program.tree, position, recreated)
     except ResumeError as exc:
         raise ResumeError(
-            f"cannot resume run {session.plan.run_id} from commit {commit['id'][:12]} "
-            f"({describe(position)}): {exc}. The script may have changed too much; "
-            "run again with --fresh to start over."
+            f"cannot resume run {program.run_id} from commit {short} ({describe(position)}): "
+            f"{exc.message}. The script may have changed too much",
+            next_step="fresh",
         ) from None
-    prologue = cont.prologue(session.tree, position)
-    skipped = commit.get("skipped", {})
+    prologue = cont.prologue(program.tree, position)
+    skipped = record.skipped
     needed = sorted((cont.names_read(body) & set(skipped)) - cont.names_defined(prologue))
     if needed:
         details = "; ".join(f"'{n}' ({skipped[n]})" for n in needed)
         raise ResumeError(
-            f"cannot resume run {session.plan.run_id} from commit {commit['id'][:12]}: the rest of "
-            f"{session.display_name} uses {details}, which could not be saved and cannot be rebuilt. "
-            "Run again with --fresh to start over."
+            f"cannot resume run {program.run_id} from commit {short}: the rest of {program.name} uses "
+            f"{details}, which could not be saved and cannot be rebuilt",
+            next_step="fresh",
         )
     try:
         prologue_code = compile(prologue, filename, "exec")
         exec(prologue_code, namespace)
     except Exception as exc:
         raise ResumeError(
-            f"re-running the imports and definitions of {session.display_name} before the resume point "
-            f"failed: {type(exc).__name__}: {exc}. Fix the script or run again with --fresh."
+            f"re-running the imports and definitions of {program.name} before the resume point "
+            f"failed: {type(exc).__name__}: {exc}. Fix the script or start over",
+            next_step="fresh",
         ) from exc
     try:
-        state = CommitState(session.store, commit)
-        roots = load_roots(session.store, commit, main_namespace=namespace, state=state)
-        session.writer.seed(state)  # the next commit writes only what changed since this one
+        state = CommitState(store, record)
+        roots = load_roots(store, record, main_namespace=namespace, state=state)
     except (CaptureError, StoreError) as exc:
         raise ResumeError(
-            f"cannot load the state of commit {commit['id'][:12]} in {session.store.root}: {exc}. "
-            "Run again with --fresh to start over."
+            f"cannot load the state of commit {short} in {store.location}: {exc.message}", next_step="fresh"
         ) from None
-    namespace.update(roots["globals"])
-    _rebuild_globals(session, commit, position)
+    values = dict(roots["globals"])
     saved_loops = {}
-    roots["iterators"] = {renamed.get(k, k): v for k, v in roots["iterators"].items()}
     for key, iterator in roots["iterators"].items():
+        key = renamed.get(key, key)
         if isinstance(iterator, SavedLoop):
             saved_loops[key] = iterator
         else:
-            namespace[cont.iterator_global(key)] = iterator
-    namespace[cont.ONE_NAME] = (None,)
-    namespace[cont.RECREATE_NAME] = recreator(saved_loops)
-    namespace[cont.REENTER_NAME] = _reenter
-    session.monitor.watch(prologue_code, prologue, session.tree)  # the functions it defined
-    session.monitor.watch_new_modules()  # and the user modules it imported
-    _arm_function_frames(session, commit, roots.get("frames", []))
-    restore_hidden(roots["hidden"])
-    for problem in compare_environment(commit.get("env", {})):
-        warnings.warn(f"resuming commit {commit['id'][:12]}: {problem}", DartWarning, stacklevel=2)
-    log.warning("dart: resuming run %s from commit %s at %s", session.plan.run_id, commit["id"][:12], describe(position))
-    return compile(body, filename, "exec"), body
+            values[cont.iterator_global(key)] = iterator
+    values[cont.ONE_NAME] = (None,)
+    values[cont.RECREATE_NAME] = recreator(saved_loops)
+    values[cont.REENTER_NAME] = _reenter
+    plan = ResumePlan(
+        record=record,
+        position=position,
+        code=compile(body, filename, "exec"),
+        tree=body,
+        prologue=(prologue_code, prologue),
+        namespaces=[(namespace, values)],
+        rebuild=_rebuild_globals(program, record, position),
+        tracked=record.tracked,
+        state=state,
+        hidden=roots["hidden"],
+        problems=[f"resuming commit {short}: {p}" for p in compare_environment(record.env)],
+        edited=record.source.get("hash") != program.source_hash,
+    )
+    _arm_function_frames(program, plan, roots.get("frames", []), recreated, values)
+    return plan
 
-def _rebuild_globals(session, commit: dict, position: dict) -> None:
-    """Run again the statements that created the globals dart could not save."""
+
+def _rebuild_globals(program: Program, record: CommitRecord, position: dict) -> list:
+    """The statements that created the globals dart could not save, to run again."""
     stop = cont.module_frame(position)["path"][0][1]
-    for name, path in commit.get("rebuild", {}).get("0", {}).items():
+    out = []
+    for name, path in record.rebuild.get("0", {}).items():
         path = tuple(map(tuple, path))
         if path[0][1] >= stop:
             continue  # the continuation runs it anyway
-        stmt = node_at(session.tree, path)
-        try:
-            exec(compile(ast.Module(body=[stmt], type_ignores=[]), str(session.script), "exec"), session.module.__dict__)
-        except Exception as exc:
-            raise ResumeError(
-                f"cannot rebuild variable '{name}' by running line {stmt.lineno} of {session.display_name} "
-                f"again: {type(exc).__name__}: {exc}. Run again with --fresh to start over."
-            ) from exc
+        stmt = node_at(program.tree, path)
+        code = compile(ast.Module(body=[stmt], type_ignores=[]), str(program.script), "exec")
+        out.append((name, code, f"line {stmt.lineno} of {program.name}"))
+    return out
 
-def _relocate(session, position: dict) -> dict[str, str]:
+
+def _relocate(program: Program, record: CommitRecord, position: dict) -> dict[str, str]:
     """Find each frame's saved path again in the current source (which may
-    have been edited since the commit) and rewrite the position with the
+    have been edited since the commit) and rewrite ``position`` with the
     paths found. Returns old -> new iterator keys."""
     frames = position.get("frames") or []
     renamed: dict[str, str] = {}
     for index, frame in enumerate(frames):
         module = frame.get("module", "__main__")
-        what = session.display_name if index == 0 else f"{frame['qualname']}()"
+        what = program.name if index == 0 else f"{frame['qualname']}()"
         try:
-            root = _module_source(session, module, frame["qualname"])[1]
+            root = _module_source(program, module, frame["qualname"])[1]
             old = tuple(map(tuple, frame["path"]))
             new = relocate(root, old, frame.get("anchors"), what)
         except ResumeError as exc:
             raise ResumeError(
-                f"cannot resume from commit {session.plan.resume_from['id'][:12]}: {exc}. dart finds the "
-                "functions and loops of the saved position by name and by what they loop over; "
-                "run again with --fresh to start over with the edited script."
+                f"cannot resume from commit {record.short}: {exc.message}. dart finds the "
+                "functions and loops of the saved position by name and by what they loop over",
+                next_step="fresh",
             ) from None
         if new == old:
             continue
@@ -190,11 +238,12 @@ def _relocate(session, position: dict) -> dict[str, str]:
         position.update(path=innermost["path"], loops=[l for f in frames for l in f.get("loops", ())])
     return renamed
 
-def _arm_function_frames(session, commit: dict, frame_locals: list[dict]) -> None:
-    """Make the next call of each function on the saved path run its
+
+def _arm_function_frames(program: Program, plan: ResumePlan, frame_locals: list[dict], recreated, main_values) -> None:
+    """Plan the next call of each function on the saved path to run its
     continuation (see ``cont.function_variant``), in whichever user module
     the function lives."""
-    frames = commit["position"].get("frames") or []
+    frames = plan.position.get("frames") or []
     originals: dict[int, tuple] = {}
 
     def enter(index: int) -> None:
@@ -204,62 +253,59 @@ def _arm_function_frames(session, commit: dict, frame_locals: list[dict]) -> Non
     def saved_locals(index: int) -> tuple:
         return tuple(frame_locals[index - 1].values())
 
-    main = session.module.__dict__
     helpers = {
         cont.ENTER_NAME: enter,
         cont.LOCALS_NAME: saved_locals,
         cont.ONE_NAME: (None,),
-        cont.RECREATE_NAME: main[cont.RECREATE_NAME],
+        cont.RECREATE_NAME: main_values[cont.RECREATE_NAME],
         cont.REENTER_NAME: _reenter,
     }
-    helpers.update({k: v for k, v in main.items() if k.startswith("__dart_iter_")})
-    main.update(helpers)
+    helpers.update({k: v for k, v in main_values.items() if k.startswith("__dart_iter_")})
+    main_values.update(helpers)
     for index, frame in enumerate(frames[1:], start=1):
         name = frame.get("module", "__main__")
-        namespace, tree, filename = _module_source(session, name, frame["qualname"])
-        namespace.update(helpers)
+        namespace, tree, filename = _module_source(program, name, frame["qualname"])
+        if name != "__main__":
+            plan.namespaces.append((namespace, helpers))
         function = _resolve_function(namespace, frame["qualname"], frame.get("route"))
         freevars = function.__code__.co_freevars
         try:
-            rebuild = commit.get("rebuild", {}).get(str(index), {})
+            rebuild = plan.record.rebuild.get(str(index), {})
             module, node = cont.function_variant(
-                tree, frame, index, list(frame_locals[index - 1]), freevars, session._recreated,
+                tree, frame, index, list(frame_locals[index - 1]), freevars, recreated,
                 [tuple(map(tuple, p)) for p in rebuild.values()],
             )
         except ResumeError as exc:
             raise ResumeError(
-                f"cannot resume inside {frame['qualname']}() (commit {commit['id'][:12]}): {exc}. "
-                "Run again with --fresh to start over."
+                f"cannot resume inside {frame['qualname']}() (commit {plan.record.short}): {exc.message}",
+                next_step="fresh",
             ) from None
         compiled = compile(module, filename, "exec")
         variant = next(
             c for c in nested_code(compiled) if c.co_name == node.name and c.co_firstlineno == node.lineno
         )
         if variant.co_freevars != freevars:
-            raise ResumeError(
-                f"cannot resume inside {frame['qualname']}(): its closure changed. Run again with --fresh."
-            )
+            raise ResumeError(f"cannot resume inside {frame['qualname']}(): its closure changed", next_step="fresh")
         originals[index] = (function, function.__code__)
-        function.__code__ = variant
-        session.monitor.watch_function(variant, node, name, tree)
+        plan.arms.append(Arm(function, variant, node, name, tree))
 
-def _module_source(session, name: str, qualname: str) -> tuple[dict, ast.Module, str]:
+
+def _module_source(program: Program, name: str, qualname: str) -> tuple[dict, ast.Module, str]:
     """(globals, annotated AST, file name) of the user module ``name``."""
     if name == "__main__":
-        return session.module.__dict__, session.tree, str(session.script)
+        return program.module.__dict__, program.tree, str(program.script)
     module = sys.modules.get(name)
     if module is None:
         try:
             module = importlib.import_module(name)
         except ImportError as exc:
             raise ResumeError(
-                f"cannot resume inside {qualname}(): its module {name} cannot be imported ({exc}). "
-                "Run again with --fresh to start over."
+                f"cannot resume inside {qualname}(): its module {name} cannot be imported ({exc})",
+                next_step="fresh",
             ) from None
     tree = module_tree(module)
     if tree is None:
         raise ResumeError(
-            f"cannot resume inside {qualname}(): the source of module {name} cannot be read. "
-            "Run again with --fresh to start over."
+            f"cannot resume inside {qualname}(): the source of module {name} cannot be read", next_step="fresh"
         )
     return module.__dict__, tree, module.__file__

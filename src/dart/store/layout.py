@@ -34,7 +34,6 @@ from dart.errors import CorruptObjectError, StoreError
 FORMAT = 2
 INLINE_EXTENTS = 64  #: more extents than this go to a manifest object
 _MANIFEST_MAGIC = b"DARTMF1\n"
-_DAMAGED = "the store is damaged; restore it from a copy or start over with --fresh"
 
 
 def encode_manifest(rows: list[list], oids: list[str]) -> bytes:
@@ -53,23 +52,23 @@ def decode_manifest(data: bytes, oid: str) -> tuple[list[str], np.ndarray]:
         oids = json.loads(data[at + 4 : at + 4 + n])["objects"]
         table = np.frombuffer(data, dtype="<u8", offset=at + 4 + n).reshape(-1, 5)
     except (ValueError, KeyError, struct.error) as exc:
-        raise CorruptObjectError(f"manifest object {oid} cannot be read ({exc}); {_DAMAGED}") from exc
+        raise CorruptObjectError(f"manifest object {oid} cannot be read ({exc})", next_step="damaged") from exc
     return oids, table
 
 
 class CommitState:
     """The saved state of one commit, read on demand."""
 
-    def __init__(self, store, record: dict):
+    def __init__(self, store, record):
         self.store = store
         self.record = record
-        state = record.get("state") or {}
+        state = record.state or {}
         self.legacy = "pickle" in state  # written by dart 0.1 (one stream, whole buffers)
         if self.legacy:
             return
         if state.get("format") != FORMAT:
             raise StoreError(
-                f"commit {record.get('id', '?')[:12]} was written in state format {state.get('format')!r}, "
+                f"commit {record.short} was written in state format {state.get('format')!r}, "
                 f"which this dart cannot read; use the dart version that wrote it"
             )
         self.index = _json_object(store.get_object(state["index"]), state["index"])
@@ -90,7 +89,7 @@ class CommitState:
             if name in want:
                 continue
             if name not in self.pods:
-                raise StoreError(f"commit {self.record['id'][:12]} has no saved object {name!r}; {_DAMAGED}")
+                raise StoreError(f"commit {self.record.short} has no saved object {name!r}", next_step="damaged")
             want.add(name)
             todo.extend(self.pods[name][4])
         return [n for n in self.pods if n in want]
@@ -129,8 +128,9 @@ class CommitState:
             oids, table = self.objects, np.array(spec, dtype=np.uint64).reshape(-1, 5)
         if int(table[:, 1].sum()) != nbytes:
             raise CorruptObjectError(
-                f"the extents of buffer {number} of commit {self.record['id'][:12]} do not cover its "
-                f"{nbytes} bytes; {_DAMAGED}"
+                f"the extents of buffer {number} of commit {self.record.short} do not cover its "
+                f"{nbytes} bytes",
+                next_step="damaged",
             )
         self._plans[number] = nbytes, oids, table
         return nbytes, oids, table
@@ -166,7 +166,8 @@ class CommitState:
                     self.store.read_object_range(oid, offset, view[start : start + length])
                     if xxhash.xxh3_64_intdigest(view[start : start + length]) != digest:
                         raise CorruptObjectError(
-                            f"bytes {offset}..{offset + length} of object {oid} failed their checksum; {_DAMAGED}"
+                            f"bytes {offset}..{offset + length} of object {oid} failed their checksum",
+                            next_step="damaged",
                         )
             out[number] = view
         self.loaded_buffers.update(out)
@@ -186,9 +187,9 @@ def _json_object(data: bytes, oid: str) -> dict:
     try:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CorruptObjectError(f"index object {oid} is not valid JSON ({exc}); {_DAMAGED}") from exc
+        raise CorruptObjectError(f"index object {oid} is not valid JSON ({exc})", next_step="damaged") from exc
     if not isinstance(value, dict) or "pods" not in value:
-        raise CorruptObjectError(f"index object {oid} is not a commit index; {_DAMAGED}")
+        raise CorruptObjectError(f"index object {oid} is not a commit index", next_step="damaged")
     return value
 
 
@@ -227,7 +228,7 @@ def build_index(pods: list, buffers: list, put_object) -> tuple[dict, list[str],
 
 def object_names(record: dict) -> list[str]:
     """Every object a commit record needs (both formats)."""
-    state = record.get("state") or {}
+    state = record.state or {}
     if "pickle" in state:
         return [state["pickle"], *state.get("buffers", [])]
     return [state["index"], *state.get("objects", [])] if "index" in state else []

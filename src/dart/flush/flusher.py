@@ -1,0 +1,290 @@
+"""The durable half of the commit writer: makes staged commits durable while the program runs on.
+
+Capture hands over packs of changed buffer bytes (`staging.StagedPack`, as each fills)
+and then a `StagedCommit` (its pods' pickle streams and the extents of its buffers), and
+gets a `CommitHandle` back at once; a daemon thread writes, in submission order, each
+pack as an object, then the commit's changed pods (one object), its index, its record
+and the run's ref. A pod whose bytes equal one of the previous commit is not written
+again. At most `max_in_flight` commits wait at a time: `submit` blocks beyond that;
+the staging area bounds the memory held by packs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from dart.errors import StoreError
+
+from ..store.layout import FORMAT, build_index
+from ..store.record import CommitRecord
+from .staging import StagedPack
+
+log = logging.getLogger("dart")
+
+__all__ = ["CommitHandle", "Flusher", "StagedCommit"]
+
+
+@dataclass
+class StagedCommit:
+    """What capture produces; the program is blocked only until this exists."""
+
+    pods: list = field(default_factory=list)  #: (name, pickle stream, deps, [buffer numbers])
+    buffers: list = field(default_factory=list)  #: (nbytes, extents) per buffer, see delta.book
+    meta: dict = field(default_factory=dict)  #: JSON-safe fields copied into the record
+
+
+class CommitHandle:
+    """The future of one submitted commit."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.id: str | None = None
+        self.error: BaseException | None = None
+        self.bytes_written = 0
+        self._done = threading.Event()
+
+    def __repr__(self) -> str:
+        state = "failed" if self.error else ("durable" if self.id else "pending")
+        return f"<CommitHandle #{self.seq} {state} {self.id or ''}>".replace(" >", ">")
+
+    def done(self) -> bool:
+        """True once the commit is durable or has failed."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until durable and return the commit id; re-raise the write error if it failed."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"commit #{self.seq} was not durable after {timeout} s")
+        if self.error is not None:
+            raise self.error
+        assert self.id is not None
+        return self.id
+
+    def _resolve(self, cid: str | None, error: BaseException | None) -> None:
+        self.id, self.error = cid, error
+        self._done.set()
+
+    def __reduce__(self):
+        # A handle saved in a commit comes back as the handle of a finished commit
+        # (a commit not yet durable when saved may have been lost: wait() then fails).
+        return _restored_handle, (self.seq, self.id)
+
+
+def _restored_handle(seq: int, cid: str | None) -> CommitHandle:
+    from ..errors import StoreError
+
+    handle = CommitHandle(seq)
+    error = None if cid else StoreError(f"commit #{seq} was not durable when the program's state was saved")
+    handle._resolve(cid, error)
+    return handle
+
+
+class Flusher:
+    """Writes staged commits of one run to a store on a daemon thread, in order.
+
+    `parent` is the commit the run continues from (None for a fresh run; a commit of
+    another run when resuming starts a branch). The run's ref is moved by
+    compare-and-swap from the value it had when the flusher started.
+    """
+
+    def __init__(self, store: Any, run_id: str, parent: str | None, max_in_flight: int = 2) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
+        self.store = store
+        self.run_id = run_id
+        self.max_in_flight = max_in_flight
+        self.ref = f"runs/{run_id}"
+        self.head: str | None = store.read_ref(self.ref)  #: newest durable commit of this run
+        self.bytes_written = 0
+        self._parent = parent  # parent of the next record: the last good commit
+        self._queue: deque = deque()  # StagedPack, or (StagedCommit, CommitHandle)
+        self._pods: dict[str, tuple] = {}  # content hash -> (oid, offset, length), last commit
+        self._pack_bytes = 0  # written for packs since the last commit record
+        self._in_flight = 0  # submitted and not yet durable or failed
+        self._seq = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"dart-flusher-{run_id}", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ caller side
+
+    def submit(self, staged: StagedCommit) -> CommitHandle:
+        """Queue a commit; blocks while `max_in_flight` commits are not yet durable."""
+        meta = staged.meta
+        if "time" not in meta:
+            staged.meta = meta = dict(meta, time=time.time())
+        with self._cond:
+            while self._in_flight >= self.max_in_flight and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                raise StoreError(f"the flusher of run {self.run_id} is closed; no more commits can be written")
+            self._seq += 1
+            handle = CommitHandle(self._seq)
+            self._queue.append((staged, handle))
+            self._in_flight += 1
+            self._cond.notify_all()
+        return handle
+
+    def submit_pack(self, pack: StagedPack) -> None:
+        """Queue a filled pack (never blocks: the staging area bounds them)."""
+        with self._cond:
+            if self._closed:
+                raise StoreError(f"the flusher of run {self.run_id} is closed; no more commits can be written")
+            self._queue.append(pack)
+            self._cond.notify_all()
+
+    def seed_pods(self, locations: dict[str, tuple]) -> None:
+        """Pods already in the store (of the commit a resumed run starts from):
+        the same bytes are referred to, not written again."""
+        with self._cond:
+            if not self._pods:
+                self._pods = dict(locations)
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return self._in_flight
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until every submitted commit is durable or has failed (TimeoutError otherwise)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._in_flight:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(
+                        f"{self._in_flight} commit(s) of run {self.run_id} were not durable after {timeout} s"
+                    )
+                self._cond.wait(remaining)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain, then stop the thread. Idempotent."""
+        if self._thread.is_alive():
+            self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Flusher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ flusher thread
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                item = self._queue[0]
+            if isinstance(item, StagedPack):
+                self._write_pack(item)
+                with self._cond:
+                    self._queue.popleft()
+                    self._cond.notify_all()
+                continue
+            staged, handle = item
+            cid, error = None, None
+            try:
+                cid = self._write(staged, handle)
+            except Exception as exc:  # noqa: BLE001 - every failure goes to the handle
+                error = exc if isinstance(exc, StoreError) else StoreError(
+                    f"commit #{handle.seq} of run {self.run_id} could not be written to "
+                    f"{getattr(self.store, 'location', self.store)}: {type(exc).__name__}: {exc}"
+                )
+                if error is not exc:
+                    error.__cause__ = exc
+                log.error("dart: commit #%d of run %s was not saved: %s", handle.seq, self.run_id, error)
+            with self._cond:
+                self._queue.popleft()
+                if cid is not None:
+                    self.head = self._parent = cid
+                self._in_flight -= 1
+                handle._resolve(cid, error)
+                self._cond.notify_all()
+
+    def _write_pack(self, pack: StagedPack) -> None:
+        try:
+            data = pack.data()
+            oid, written = self.store.put_object(data)
+            for extent in pack.extents:  # each piece's own hash, for reads of part of a pack
+                extent[4] = xxhash.xxh3_64_intdigest(data[extent[3] : extent[3] + extent[1]])
+            pack.oid = oid
+            self._pack_bytes += written
+        except Exception as exc:  # noqa: BLE001 - the commits that need it fail with it
+            pack.error = exc
+            log.error("dart: %d bytes of changed data of run %s could not be written: %s", pack.size, self.run_id, exc)
+        finally:
+            data = None
+            pack.extents = []
+            pack.release()
+
+    def _write(self, staged: StagedCommit, handle: CommitHandle) -> str:
+        store = self.store
+        written, self._pack_bytes = self._pack_bytes, 0
+        # pods: unchanged ones point where they already are, changed ones go in one object
+        parts, where, offset = [], {}, 0  # where: content hash -> [oid, offset, length]
+        digests = [xxhash.xxh3_128_hexdigest(stream) for _, stream, _, _ in staged.pods]
+        for (_, stream, _, _), digest in zip(staged.pods, digests):
+            if digest not in where:
+                known = self._pods.get(digest)
+                if known is None:
+                    known = [None, offset, len(stream)]
+                    parts.append(stream)
+                    offset += len(stream)
+                where[digest] = list(known)
+        if parts:
+            oid, n = store.put_object(b"".join(parts))
+            written += n
+            for place in where.values():
+                if place[0] is None:
+                    place[0] = oid
+        rows = [[name, *where[d], deps, bufs, d] for (name, _, deps, bufs), d in zip(staged.pods, digests)]
+        buffers = []
+        for nbytes, extents in staged.buffers:
+            resolved = []
+            for start, length, pack, off, digest in extents:
+                if pack.oid is None:
+                    raise StoreError(
+                        f"commit #{handle.seq} of run {self.run_id} needs bytes that could not be written "
+                        f"({pack.error or 'an earlier write failed'}); the next commit writes them again"
+                    )
+                resolved.append([start, length, pack.oid, off, digest])
+            buffers.append((nbytes, resolved))
+        index, objects, n = build_index(rows, buffers, store.put_object)
+        written += n
+        index_oid, n = store.put_object(json.dumps(index, separators=(",", ":")).encode())
+        written += n
+        delay = os.environ.get("DART_TEST_FLUSH_DELAY")
+        if delay:
+            time.sleep(float(delay))
+        record = CommitRecord(
+            **{k: v for k, v in staged.meta.items() if k != "id"},
+            parent=self._parent,
+            run=self.run_id,
+            state={"format": FORMAT, "index": index_oid, "objects": objects},
+            bytes_written=written,
+        )
+        cid = store.put_commit(record)
+        store.write_ref(self.ref, cid, expected=self.head)
+        self._pods = {digest: tuple(place) for digest, place in where.items()}
+        handle.bytes_written = written
+        with self._cond:
+            self.bytes_written += written
+        return cid

@@ -1,0 +1,113 @@
+"""The commit record: one typed value, written by :func:`encode_record` and read
+by :func:`decode_record`, nothing else.
+
+A record names a commit's parent, run, time, position (where the program was,
+frame by frame), message, what resume needs besides the state (variables to
+rebuild, loops to re-create or track), the environment, the script, and the
+commit's state (``state``: the index object and every object it needs, see
+``layout.py``). Its id is 16 hex characters of xxh3-128 over its canonical JSON
+without the id, so the same record always has the same id.
+
+Versions: 1 is a record of dart 0.1 (no ``version`` field); 2 adds the field and is
+written now. A reader takes every version from ``OLDEST_VERSION`` to
+``RECORD_VERSION`` and refuses a newer one with both numbers named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from dart.errors import CorruptObjectError, StoreError
+
+RECORD_VERSION = 2
+OLDEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    run: str
+    parent: str | None = None
+    time: float = 0.0
+    message: str | None = None
+    position: dict = field(default_factory=dict)  #: see capture.path.describe for its shape
+    where: str = ""  #: the position, described for people
+    resumable: bool = False
+    state: dict = field(default_factory=dict)  #: {"format", "index", "objects"} (layout.py)
+    bytes_written: int = 0
+    staged_bytes: int = 0
+    skipped: dict = field(default_factory=dict)  #: global name -> why it was not saved
+    rebuild: dict = field(default_factory=dict)  #: frame index -> {name: statement path}
+    recreated: list = field(default_factory=list)  #: iterator keys of re-created loops
+    tracked: list = field(default_factory=list)  #: loops counted by the monitor
+    env: dict = field(default_factory=dict)  #: versions the commit depends on
+    source: dict = field(default_factory=dict)  #: {"file", "hash"} of the main script
+    version: int = RECORD_VERSION
+    id: str = ""  #: filled in by encode_record / decode_record
+    extra: dict = field(default_factory=dict)  #: fields of this version that this dart does not know
+
+    @property
+    def short(self) -> str:
+        return self.id[:12]
+
+    def replace(self, **changes: Any) -> CommitRecord:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(CommitRecord)} - {"id", "extra"}
+
+
+def _body(record: CommitRecord) -> dict:
+    body = {name: getattr(record, name) for name in _FIELDS}
+    body.update(record.extra)
+    return body
+
+
+def record_id(record: CommitRecord) -> str:
+    canonical = json.dumps(_body(record), sort_keys=True, separators=(",", ":"))
+    return xxhash.xxh3_128_hexdigest(canonical.encode())[:16]
+
+
+def encode_record(record: CommitRecord) -> tuple[str, bytes, CommitRecord]:
+    """(id, bytes to store, the record with its id) of a record to write."""
+    if record.version != RECORD_VERSION:
+        raise ValueError(f"dart writes commit records of version {RECORD_VERSION}, not {record.version}")
+    cid = record_id(record)
+    body = dict(_body(record), id=cid)
+    return cid, json.dumps(body, sort_keys=True, indent=1).encode() + b"\n", record.replace(id=cid)
+
+
+def decode_record(data: bytes, where: str) -> CommitRecord:
+    """The record stored as ``data`` (``where`` names it in messages)."""
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptObjectError(f"commit record {where} is not valid JSON ({exc})", next_step="damaged") from exc
+    if not isinstance(body, dict):
+        raise CorruptObjectError(f"commit record {where} does not hold a JSON object", next_step="damaged")
+    version = body.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CorruptObjectError(f"commit record {where} has a bad version {version!r}", next_step="damaged")
+    if version > RECORD_VERSION:
+        raise StoreError(
+            f"commit record {where} was written in record version {version}, and this dart reads "
+            f"versions {OLDEST_VERSION} to {RECORD_VERSION}; upgrade dart to read it"
+        )
+    if version < OLDEST_VERSION:
+        raise StoreError(
+            f"commit record {where} was written in record version {version}, which this dart no longer "
+            f"reads (oldest: {OLDEST_VERSION}); use an older dart to read it"
+        )
+    if not isinstance(body.get("run"), str) or not isinstance(body.get("id", ""), str):
+        raise CorruptObjectError(f"commit record {where} has no run or a bad id", next_step="damaged")
+    known = {k: v for k, v in body.items() if k in _FIELDS}
+    extra = {k: v for k, v in body.items() if k not in _FIELDS and k not in ("id", "durable")}
+    known["version"] = version
+    try:
+        return CommitRecord(**known, id=body.get("id", ""), extra=extra)
+    except TypeError as exc:
+        raise CorruptObjectError(f"commit record {where} cannot be read ({exc})", next_step="damaged") from exc

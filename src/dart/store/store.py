@@ -1,0 +1,337 @@
+"""The store: content-addressed objects, commit records, refs and runs, over any
+backend. This is where the keys, the write order and the checks live; the
+backend only keeps bytes (``backend.py``), the codec shapes them (``codec.py``).
+
+A commit writes its objects, then its record, then moves the run's ref by
+compare-and-swap, so a crash at any instant leaves the previous commit intact and
+at most some unreferenced garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from dart.errors import CorruptObjectError, RunBusyError, StoreError
+
+from . import codec
+from .backend import Backend, Lease, LeaseHeld, Missing
+from .codec import object_id
+from .record import CommitRecord, decode_record, encode_record
+
+FORMAT = 1  #: of the store as a whole (store.json); commits carry versions of their own
+
+
+def _is_hex(text: str) -> bool:
+    return bool(text) and all(c in "0123456789abcdef" for c in text)
+
+
+def _check_name(name: str, what: str, example: str) -> str:
+    parts = name.split("/") if isinstance(name, str) else [""]
+    if not name or "\0" in name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StoreError(f"bad {what} {name!r}; use a name like {example}")
+    return name
+
+
+class Store:
+    """A dart store. ``Store(path)`` opens (or creates) a local directory store;
+    ``open_store(location)`` opens any kind. Safe to use from several threads."""
+
+    def __init__(self, backend: Backend | str | os.PathLike, create: bool = True) -> None:
+        if not isinstance(backend, Backend):
+            from .local import LocalBackend
+
+            backend = LocalBackend(backend, create=create)
+        self.backend = backend
+        self.location = backend.location
+        self._check_marker(create)
+
+    def __repr__(self) -> str:
+        return f"Store({self.location!r})"
+
+    @property
+    def root(self) -> Path:
+        """The directory of a local store (AttributeError for other backends)."""
+        return self.backend.root  # type: ignore[attr-defined]
+
+    @property
+    def home(self) -> Path | None:
+        """The local folder the store sits in, or None (see Backend.home)."""
+        return self.backend.home
+
+    def _check_marker(self, create: bool) -> None:
+        try:
+            data = self.backend.get("store.json")
+        except Missing:
+            if not create:
+                raise StoreError(f"no dart store at {self.location} (store.json is missing)", next_step="store")
+            self.backend.put("store.json", [json.dumps({"format": FORMAT}).encode() + b"\n"])
+            return
+        try:
+            info = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{self.location}/store.json is not valid JSON ({exc})", next_step="damaged") from exc
+        fmt = info.get("format") if isinstance(info, dict) else None
+        if fmt != FORMAT:
+            raise StoreError(
+                f"store {self.location} has format {fmt!r}, but this version of dart reads format "
+                f"{FORMAT}; use the dart version that wrote it or start over with --fresh"
+            )
+
+    def _where(self, key: str) -> str:
+        path = getattr(self.backend, "path", None)
+        return str(path(key)) if path is not None else f"{self.location}/{key}"
+
+    # ------------------------------------------------------------------ objects
+
+    @staticmethod
+    def _object_key(oid: str) -> str:
+        if not _is_hex(oid) or len(oid) != 32:
+            raise CorruptObjectError(f"{oid!r} is not an object id", next_step="damaged")
+        return f"objects/{oid[:2]}/{oid[2:]}"
+
+    def object_path(self, oid: str) -> Path:
+        """The file of an object in a local store."""
+        return self.backend.path(self._object_key(oid))  # type: ignore[attr-defined]
+
+    def has_object(self, oid: str) -> bool:
+        return self.backend.exists(self._object_key(oid))
+
+    def object_ids(self) -> list[str]:
+        """Every object in the store."""
+        return [k[len("objects/") :].replace("/", "") for k in self.backend.list("objects/")]
+
+    def delete_object(self, oid: str) -> None:
+        self.backend.delete(self._object_key(oid))
+
+    def put_object(self, data: bytes | memoryview) -> tuple[str, int]:
+        """Store `data`; return (object id, bytes written; 0 if it was already there)."""
+        view = codec.byte_view(data)
+        oid = object_id(view)
+        key = self._object_key(oid)
+        if self.backend.exists(key):
+            return oid, 0
+        return oid, self.backend.put(key, codec.encode(view), step="object")
+
+    def _open_object(self, oid: str):
+        key = self._object_key(oid)
+        try:
+            return self.backend.open(key)
+        except Missing:
+            raise StoreError(
+                f"object {oid} is missing from store {self.location} (no {self._where(key)})",
+                next_step="damaged",
+            ) from None
+
+    def read_object(self, oid: str) -> bytearray:
+        """The raw bytes of object `oid` in a new writable buffer, verified against its id."""
+        with self._open_object(oid) as f:
+            return codec.decode(f, oid, self._where(self._object_key(oid)))
+
+    get_object = read_object
+
+    def object_header(self, oid: str) -> tuple[int, int]:
+        """(codec, raw length) of object `oid`."""
+        with self._open_object(oid) as f:
+            return codec.read_header(f, self._where(self._object_key(oid)))
+
+    def read_object_range(self, oid: str, offset: int, out: memoryview) -> None:
+        """Read bytes [offset, offset + len(out)) of raw object `oid` into `out`
+        (not verified here: the caller checks the piece's own hash)."""
+        key = self._object_key(oid)
+        where = self._where(key)
+        kind, length = self.object_header(oid)
+        if kind != codec.CODEC_RAW or offset + len(out) > length:
+            raise CorruptObjectError(f"object {where} cannot hold bytes {offset}..{offset + len(out)}", next_step="damaged")
+        try:
+            self.backend.get_range(key, codec.HEADER_SIZE + offset, out)
+        except StoreError as exc:
+            raise CorruptObjectError(f"object {where} is truncated ({exc})", next_step="damaged") from None
+
+    # ------------------------------------------------------------------ commits
+
+    @staticmethod
+    def _commit_key(cid: str) -> str:
+        if not _is_hex(cid):
+            raise StoreError(f"bad commit id {cid!r}")
+        return f"commits/{cid}.json"
+
+    def put_commit(self, record: CommitRecord) -> str:
+        """Write a commit record; return its id (deterministic in the record's content)."""
+        cid, data, _ = encode_record(record)
+        key = self._commit_key(cid)
+        if not self.backend.exists(key):
+            self.backend.put(key, [data], step="record")
+        return cid
+
+    def _load_commit(self, cid: str) -> CommitRecord:
+        key = self._commit_key(cid)
+        return decode_record(self.backend.get(key), self._where(key))
+
+    def commit_ids(self) -> list[str]:
+        return [k[len("commits/") : -len(".json")] for k in self.backend.list("commits/") if k.endswith(".json")]
+
+    def resolve(self, ref_or_prefix: str) -> str:
+        """The full commit id named by a full id, a unique prefix (4+ chars) or a run id."""
+        name = str(ref_or_prefix).strip()
+        if name and "/" not in name and "\0" not in name and not name.startswith("."):
+            head = self.read_ref(f"runs/{name}")
+            if head is not None:
+                return head
+        elif name.startswith("runs/"):
+            head = self.read_ref(name)
+            if head is not None:
+                return head
+        if _is_hex(name):
+            if self.backend.exists(self._commit_key(name)):
+                return name
+            if len(name) >= 4:
+                matches = sorted(c for c in self.commit_ids() if c.startswith(name))
+                if len(matches) == 1:
+                    return matches[0]
+                if len(matches) > 1:
+                    shown = ", ".join(matches[:10]) + (", ..." if len(matches) > 10 else "")
+                    raise StoreError(
+                        f"commit prefix {name} is ambiguous in store {self.location}: it matches {shown}; "
+                        f"give more characters"
+                    )
+        raise StoreError(f"no commit {name} in store {self.location}; `dart log` lists them")
+
+    def get_commit(self, ref_or_prefix: str) -> CommitRecord:
+        """The commit record named by a full id, a unique prefix (4+ chars) or a run id."""
+        cid = self.resolve(ref_or_prefix)
+        try:
+            return self._load_commit(cid)
+        except Missing:
+            raise StoreError(
+                f"no commit {cid} in store {self.location} (named by {ref_or_prefix})",
+                next_step="damaged",
+            ) from None
+
+    # ------------------------------------------------------------------ refs
+
+    def read_ref(self, name: str) -> str | None:
+        return self.backend.read_ref(_check_name(name, "ref name", "runs/<run_id>"))
+
+    def write_ref(self, name: str, cid: str, expected: str | None = None) -> None:
+        """Point ref `name` at `cid` if it still points at `expected` (None: does not exist)."""
+        current = self.backend.cas_ref(_check_name(name, "ref name", "runs/<run_id>"), expected, cid)
+        if current is not None:
+            raise StoreError(
+                f"ref {name} in store {self.location} moved to {current} while this process expected "
+                f"{expected}; another process is writing the same run — stop it and try again"
+            )
+
+    # ------------------------------------------------------------------ runs
+
+    @staticmethod
+    def _run_key(run_id: str) -> str:
+        if not run_id or "/" in run_id or "\0" in run_id or run_id.startswith("."):
+            raise StoreError(f"bad run id {run_id!r}")
+        return f"runs/{run_id}.json"
+
+    def _put_run(self, run: dict) -> None:
+        self.backend.put(self._run_key(run["id"]), [json.dumps(run, sort_keys=True, indent=1).encode()])
+
+    def create_run(self, info: dict) -> str:
+        """Record a new run; return its id (time-sortable, UTC: YYYYmmdd-HHMMSS-<6 hex>)."""
+        now = time.time()
+        run_id = time.strftime("%Y%m%d-%H%M%S-", time.gmtime(now)) + secrets.token_hex(3)
+        self._put_run(dict(info, id=run_id, created=now, status="running"))
+        return run_id
+
+    def _read_run(self, key: str) -> dict:
+        data = self.backend.get(key)
+        where = self._where(key)
+        try:
+            value = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptObjectError(f"run metadata {where} is not valid JSON ({exc})", next_step="damaged") from exc
+        if not isinstance(value, dict):
+            raise CorruptObjectError(f"run metadata {where} does not hold a JSON object", next_step="damaged")
+        return value
+
+    def get_run(self, run_id: str) -> dict:
+        try:
+            return self._read_run(self._run_key(run_id))
+        except Missing:
+            raise StoreError(f"no run {run_id} in store {self.location}; `dart log` lists the runs") from None
+
+    def update_run(self, run_id: str, **fields: Any) -> dict:
+        """Merge `fields` into a run's metadata (atomic replace); return the new
+        metadata. Only the run's lease holder updates a run that is running."""
+        run = self.get_run(run_id)
+        run.update(fields)
+        run["id"] = run_id
+        self._put_run(run)
+        return run
+
+    def list_runs(self) -> list[dict]:
+        """All runs, oldest first."""
+        runs = []
+        for key in self.backend.list("runs/"):
+            if not key.endswith(".json"):
+                continue
+            try:
+                runs.append(self._read_run(key))
+            except Missing:
+                continue
+        runs.sort(key=lambda r: (r.get("created", 0.0), r.get("id", "")))
+        return runs
+
+    def find_runs(self, key: str) -> list[dict]:
+        """Runs whose info["key"] equals `key`, oldest first."""
+        return [r for r in self.list_runs() if r.get("key") == key]
+
+    def lock_run(self, run_id: str) -> Lease:
+        """Hold the lease of a run; RunBusyError if another holder has it."""
+        self._run_key(run_id)  # validates the id
+        try:
+            return self.backend.lease(run_id)
+        except LeaseHeld as exc:
+            raise RunBusyError(
+                f"run {run_id} is already running in {exc.holder}; wait for it to finish or kill it",
+                holder=exc.holder,
+            ) from None
+
+    # ------------------------------------------------------------------ history
+
+    def head(self, run_id: str) -> CommitRecord | None:
+        """The newest durable commit record of a run, or None if it has none."""
+        cid = self.read_ref(f"runs/{run_id}")
+        return None if cid is None else self.get_commit(cid)
+
+    def _run_refs(self) -> list[str]:
+        return [name[len("runs/") :] for name in self.backend.list_refs("runs/")]
+
+    def log(self, run: str | None = None) -> list[CommitRecord]:
+        """Durable commit records reachable from run refs, newest first.
+
+        With `run`, only that run's own commits (reached from its ref; the commits of the
+        run it branched from are left out). Records a crash left without a ref are not listed.
+        """
+        heads = [run] if run is not None else self._run_refs()
+        seen: dict[str, tuple[int, CommitRecord]] = {}
+        for run_id in heads:
+            cid = self.read_ref(f"runs/{run_id}")
+            chain: list[CommitRecord] = []
+            on_chain: set[str] = set()
+            while cid and cid not in seen and cid not in on_chain:
+                try:
+                    record = self._load_commit(cid)
+                except Missing:
+                    break  # garbage-collected ancestor: history ends here
+                if run is not None and record.run != run:
+                    break
+                chain.append(record)
+                on_chain.add(cid)
+                cid = record.parent
+            base = seen[cid][0] + 1 if cid in seen else 0
+            for depth, record in enumerate(reversed(chain), start=base):
+                seen[record.id] = (depth, record)
+        ordered = sorted(seen.values(), key=lambda item: (item[1].time, item[0]), reverse=True)
+        return [record for _, record in ordered]
