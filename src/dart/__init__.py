@@ -51,6 +51,7 @@ def enable(
     fresh: bool = False,
     user_code: list[str] | None = None,
     staging: str | int | None = None,
+    on_store_error: str | None = None,
 ) -> None:
     """Commit this script's state at safe points from here on, and resume it.
 
@@ -61,7 +62,9 @@ def enable(
     ``user_code`` names installed packages whose functions may hold commits
     too (modules in the script's folder always may). ``staging`` bounds the
     memory commits copy changed bytes into ("8G", bytes; default
-    ``DART_STAGING`` or a quarter of RAM up to 4G). If an earlier run of the
+    ``DART_STAGING`` or a quarter of RAM up to 4G). ``on_store_error``: "warn"
+    (default: the program goes on when commits cannot be written, dart retries)
+    or "stop" (the program is stopped with a message). If an earlier run of the
     same command did not finish, the script continues from its newest commit
     instead of running from here.
     """
@@ -73,7 +76,9 @@ def enable(
 
     present.setup()
     try:
-        options = _resolve(store=store, every=every, fresh=fresh, user_code=user_code, staging=staging)
+        options = _resolve(
+            store=store, every=every, fresh=fresh, user_code=user_code, staging=staging, on_store_error=on_store_error
+        )
         runner.enable_in_main(sys._getframe(1), options)
     except DartError as exc:
         # As `dart run` does: one clear line, no traceback, exit status 2.

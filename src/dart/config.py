@@ -17,6 +17,8 @@ from .errors import ConfigError
 DEFAULT_EVERY = 30.0
 DEFAULT_BUDGET = 0.02
 DEFAULT_STORE = ".dart"
+#: The longest commit interval accepted: a year (longer is "never").
+MAX_EVERY = 365 * 24 * 3600.0
 #: Memory a commit copies changed bytes into before the flusher writes them: a
 #: quarter of the machine's memory, at most 4 GiB. Pages are touched only when a
 #: commit needs them and are reused after, so a small program stays small.
@@ -34,12 +36,19 @@ class Options:
     local_modules: bool = True  # modules in the script's folder are user code
     user_code: tuple[str, ...] = ()  # packages treated as user code wherever they live
     staging: int = MAX_DEFAULT_STAGING  # bytes of staging memory (see flush/staging.py)
+    on_store_error: str = "warn"  # "warn": go on without commits and retry; "stop": stop the program
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
 
 
 def default_staging() -> int:
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
+    memory = _physical_memory()
+    if memory is None:
         return MAX_DEFAULT_STAGING
     return max(64 << 20, min(MAX_DEFAULT_STAGING, memory // 4))
 
@@ -50,10 +59,16 @@ def parse_size(value, source: str) -> int:
     unit = text[len(number):]
     try:
         size = int(float(number) * _UNITS[unit])
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, OverflowError):
         raise ConfigError(f"{source}: {value!r} is not a size; give bytes or a size like 512M or 8G") from None
     if size < 8 << 20:
         raise ConfigError(f"{source}: {value!r} is too small; dart needs at least 8M of staging memory")
+    memory = _physical_memory()
+    if memory is not None and size > memory:
+        raise ConfigError(
+            f"{source}: {value!r} is more than this machine's memory ({memory >> 20} MiB); "
+            "give at most that, e.g. 8G"
+        )
     return size
 
 
@@ -72,6 +87,11 @@ def parse_every(value, source: str) -> float | None:
             ) from None
     if not math.isfinite(seconds) or seconds < 0:
         raise ConfigError(f"{source}: {value!r} must be a number of seconds >= 0, or 'never'")
+    if seconds > MAX_EVERY:
+        raise ConfigError(
+            f"{source}: {value!r} seconds is longer than a year; give a shorter interval, or 'never' "
+            "to commit only on dart.commit()"
+        )
     return seconds
 
 
@@ -93,6 +113,19 @@ def _packages(value, source: str) -> tuple[str, ...]:
         if not all(part.isidentifier() for part in name.split(".")):
             raise ConfigError(f"{source}: {name!r} is not a package name (e.g. mylib or mylib.training)")
     return names
+
+
+STORE_ERROR_CHOICES = ("warn", "stop")
+
+
+def parse_on_store_error(value, source: str) -> str:
+    text = str(value).strip().lower()
+    if text not in STORE_ERROR_CHOICES:
+        raise ConfigError(
+            f"{source}: {value!r} is not a choice; use 'warn' (the program goes on, dart retries) or "
+            "'stop' (dart stops the program when commits cannot be written)"
+        )
+    return text
 
 
 def _flag(value, source: str) -> bool:
@@ -117,7 +150,7 @@ def _pick(arg, flag: str, env: str, key: str, table: dict, parse, default):
 
 def resolve(
     store=None, every=None, fresh: bool = False, cwd: Path | None = None, user_code=None, local_modules=None,
-    staging=None,
+    staging=None, on_store_error=None,
 ) -> Options:
     cwd = Path.cwd() if cwd is None else cwd
     table = _pyproject(cwd)
@@ -140,9 +173,14 @@ def resolve(
         else:
             local_modules = _flag(table.get("local_modules", True), "[tool.dart] local_modules")
     staging_bytes = _pick(staging, "--staging", "DART_STAGING", "staging", table, parse_size, default_staging)
+    store_errors = _pick(
+        on_store_error, "--on-store-error", "DART_ON_STORE_ERROR", "on_store_error", table, parse_on_store_error,
+        lambda: "warn",
+    )
     return Options(
         store=store,
         staging=staging_bytes,
+        on_store_error=store_errors,
         every=seconds,
         every_is_default=is_default,
         fresh=fresh,

@@ -36,6 +36,17 @@ class Coordinator(Protocol):
     def committed(self, stall: float) -> None:
         """A commit was taken; it stalled the program ``stall`` seconds."""
 
+    def failed(self) -> None:
+        """A commit could not be made durable (any thread): retry later."""
+
+    def recovered(self) -> None:
+        """A commit was durable again after failures (any thread)."""
+
+
+#: Seconds between retries after a commit failed: doubling from the first to the last.
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 60.0
+
 
 class LocalTimer:
     """Commit at the first safe point ``every`` seconds after the previous commit
@@ -47,6 +58,7 @@ class LocalTimer:
         self.every = options.every
         self.stretch = options.every_is_default
         self._due = None
+        self._backoff = 0.0  # seconds to wait before the next try, while commits fail
 
     def start(self, due) -> None:
         self._due = due
@@ -59,7 +71,21 @@ class LocalTimer:
         return True
 
     def committed(self, stall: float) -> None:
-        if self.every is None or self.every == 0 or self._due is None:
+        if self.every is None or self._due is None:
             return
-        every = max(self.every, stall / DEFAULT_BUDGET) if self.stretch else self.every
-        self._due.due_at(time.monotonic() + every)
+        if self._backoff:
+            self._due.due_at(time.monotonic() + self._backoff)  # failing: the next try after the back-off
+        elif self.every != 0:
+            every = max(self.every, stall / DEFAULT_BUDGET) if self.stretch else self.every
+            self._due.due_at(time.monotonic() + every)
+
+    def failed(self) -> None:
+        self._backoff = min(BACKOFF_MAX, self._backoff * 2 or BACKOFF_FIRST)
+        if self._due is not None and self.every is not None:
+            wait = self._backoff if self.every == 0 else min(self._backoff, self.every)
+            self._due.due_at(time.monotonic() + wait)
+
+    def recovered(self) -> None:
+        self._backoff = 0.0
+        if self._due is not None and self.every == 0:
+            self._due.due_now()

@@ -75,6 +75,10 @@ class CorruptObjectError(StoreError):
     """An object or record in the store failed its checksum or could not be parsed."""
 
 
+class CommitFailedError(StoreError):
+    """Commits cannot be written and on_store_error=stop says to stop the program."""
+
+
 class RunBusyError(StoreError):
     """Another process holds the run's lease (``holder``)."""
 

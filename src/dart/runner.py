@@ -16,7 +16,7 @@ import types
 from pathlib import Path
 
 from .config import Options
-from .errors import DartError, ScriptError
+from .errors import CommitFailedError, DartError, ScriptError
 from .present import report_error, report_exception, user_traceback
 from .session import Session, plan_run
 
@@ -74,6 +74,9 @@ def _execute(session: Session, code, module: types.ModuleType) -> int:
         session.fail(exc, status="interrupted")
         report_exception(exc)
         return 130
+    except CommitFailedError as exc:  # on_store_error=stop: dart's own error, presented by the front end
+        session.fail(exc, status="stopped")
+        raise
     except BaseException as exc:
         session.fail(exc)
         report_exception(exc)
@@ -107,7 +110,7 @@ def run_script(script_arg: str, args: list[str], options: Options) -> int:
     global _active
     script, source = read_script(script_arg)
     plan = plan_run(options, script, args)
-    lock = plan.store.lock_run(plan.run_id)
+    lock = plan.lease
     module = types.ModuleType("__main__")
     module.__file__ = str(script)
     module.__builtins__ = builtins
@@ -139,7 +142,7 @@ def enable_in_main(frame, options: Options) -> None:
         )
     script, source = read_script(path)
     plan = plan_run(options, script, sys.argv[1:])
-    lock = plan.store.lock_run(plan.run_id)
+    lock = plan.lease
     session = _active = Session(plan, options, module, script, source)
     if plan.resume_from is None:
         # The script is already running: watch its own code from here on.
@@ -165,7 +168,10 @@ def _finish_at_exit(session: Session, lock) -> None:
     def excepthook(kind, exc, tb):
         if exc is not None and not session._closed:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            session.fail(exc, status=status)
+            session.fail(exc, status="stopped" if isinstance(exc, CommitFailedError) else status)
+        if isinstance(exc, CommitFailedError):
+            report_error(exc, "enable")
+            return
         tb = user_traceback(tb)
         previous_hook(kind, exc.with_traceback(tb) if exc is not None else exc, tb)
 

@@ -18,7 +18,7 @@ import os
 import time
 import types
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import xxhash
@@ -37,7 +37,7 @@ from .capture.path import (
 )
 from .config import Options
 from .coordinate import LocalTimer, SafePoint
-from .errors import CaptureError, DartWarning, ResumeError
+from .errors import CaptureError, CommitFailedError, DartError, DartWarning, ResumeError, RunBusyError, StoreError
 from .flush import CommitHandle, CommitWriter
 from .astpath import annotate_paths, innermost_statement, node_at, position_after
 from .monitor import Monitor
@@ -47,7 +47,7 @@ from .monitor.tracked import CountingIterator, SavedLoop, saved_form
 from .resume import continuation as cont
 from .resume.anchors import anchors_of
 from .resume.restore import Program, ResumePlan, plan_resume
-from .store import CommitRecord, Store, open_store
+from .store import CommitRecord, Lease, Store, open_store
 
 log = logging.getLogger("dart")
 
@@ -75,23 +75,90 @@ class RunPlan:
     run_id: str
     resume_from: CommitRecord | None  # the commit record to continue from
     parent: str | None  # the run's newest durable commit
+    lease: Lease  # held: this process advances the run
+    command: dict  # what identifies the run (key, script, argv), copied into each commit
+    older: list[CommitRecord] = field(default_factory=list)  # to fall back on, newest first
+
+
+#: How long a start waits for another start of the same command to decide.
+START_WAIT = 10.0
 
 
 def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
+    """Start a new run of this command or continue its newest unfinished one.
+    Two starts of one command at the same instant are serialized by a start
+    lease on the command's key: the second finds the first's run and is told
+    it is already running."""
     store = open_store(options.store)
+    if not store.writable:
+        _warn(f"store {store.location} is read-only here: a run can resume from it but commits nothing")
     key = run_key(script, args, store.home)
-    runs = store.find_runs(key)
-    if runs and not options.fresh and runs[-1].get("status") != "finished":
-        last = runs[-1]
-        commits = store.log(run=last["id"])
-        resumable = next((c for c in commits if c.resumable), None)
-        if resumable is not None:
-            return RunPlan(store, last["id"], resumable, commits[0].id)
-        store.update_run(last["id"], status="abandoned")
-    run_id = store.create_run(
-        {"key": key, "script": str(script), "argv": list(args), "cwd": os.getcwd(), "pid": os.getpid()}
-    )
-    return RunPlan(store, run_id, None, None)
+    command = {"key": key, "script": str(script), "argv": list(args)}
+    starting = _start_lease(store, key)
+    try:
+        runs = store.find_runs(key)
+        if not runs and not options.fresh:
+            runs = store.recover_runs(key)  # run files lost: rebuilt from the commit records
+            for run in runs:
+                _warn(f"the run file of run {run['id']} was missing or damaged; rebuilt it from its commits")
+        if runs and not options.fresh and runs[-1].get("status") != "finished":
+            last = runs[-1]
+            lease = store.lock_run(last["id"])  # RunBusyError while it runs elsewhere
+            try:
+                damage: list[str] = []
+                commits = store.log(run=last["id"], damage=damage)
+                for problem in damage:
+                    _warn(f"store {store.location} is damaged: {problem}")
+                resumable = [c for c in commits if c.resumable]
+                if resumable:
+                    if damage and store.writable:
+                        store.repair_ref(f"runs/{last['id']}", commits[0].id)
+                    return RunPlan(store, last["id"], resumable[0], commits[0].id, lease, command, resumable[1:])
+                if store.writable:
+                    store.update_run(last["id"], status="abandoned")
+            except BaseException:
+                lease.release()
+                raise
+            lease.release()
+        run_id = store.create_run(dict(command, cwd=os.getcwd(), pid=os.getpid()))
+        return RunPlan(store, run_id, None, None, store.lock_run(run_id), command)
+    finally:
+        starting.release()
+
+
+def _root_error(error: DartError) -> DartError:
+    """The innermost dart error a failure came from (what actually went wrong)."""
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, DartError):
+            error = cause
+        cause = cause.__cause__
+    return error
+
+
+def _problem(error: BaseException) -> str:
+    """What kind of store failure this is, to warn once per kind."""
+    cause = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return f"errno {cause.errno}"
+        cause = cause.__cause__
+    return type(error).__name__
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, DartWarning, stacklevel=3)
+
+
+def _start_lease(store: Store, key: str) -> Lease:
+    deadline = time.monotonic() + START_WAIT
+    while True:
+        try:
+            return store.lock_run(f"start-{key}")
+        except RunBusyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 # Objects that carry no program state worth keeping, only a resource: running
@@ -133,7 +200,12 @@ class Session:
         self.capturer = Capturer(module, self._rebuild_statement)
         self._frame_defs: dict[str, tuple] = {}  # qualname -> (module AST, def path)
         self._rebuild_paths: dict[tuple, tuple] = {}  # (qualname or None, name) -> statement path
-        self.writer = CommitWriter(self.store, plan.run_id, plan.parent, staging=options.staging)
+        self.writer = CommitWriter(
+            self.store, plan.run_id, plan.parent, staging=options.staging, on_result=self._on_commit_result
+        )
+        self._failing = False  # commits are failing now (store full, gone, read-only, ...)
+        self._store_problems: set = set()  # problems already warned about
+        self._stop: StoreError | None = None  # on_store_error=stop: raised at the next safe point
         self.flusher = self.writer.flusher
         user_code = UserCode(script.parent, options.local_modules, options.user_code)
         self.monitor = Monitor(self._on_safe_point, user_code)
@@ -148,9 +220,24 @@ class Session:
         """Plan the resume from the run's commit (``dart.resume.restore``), apply
         the plan, and return the continuation's code (and AST) to execute."""
         program = Program(self.module, self.script, self.tree, self.source_hash, self.plan.run_id)
-        plan = plan_resume(program, self.plan.resume_from, self.store)
-        self.apply(plan)
-        return plan.code, plan.tree
+        candidates = [self.plan.resume_from, *self.plan.older]
+        skipped = []
+        for record in candidates:
+            try:
+                plan = plan_resume(program, record, self.store)
+            except ResumeError as exc:
+                if record is candidates[-1]:
+                    if skipped:
+                        exc.message += f" (newer commits could not be continued either: {'; '.join(skipped)})"
+                    raise
+                skipped.append(f"{record.short}: {exc.message}")
+                continue
+            if skipped:
+                _warn(f"resuming from commit {record.short}, the newest that can be continued; skipped "
+                      + "; ".join(skipped))
+            self.apply(plan)
+            return plan.code, plan.tree
+        raise AssertionError("no commit to resume from")  # pragma: no cover - candidates is never empty
 
     def apply(self, plan: ResumePlan) -> None:
         """Put the program in the state ``plan`` describes: globals, rebuilt
@@ -186,7 +273,49 @@ class Session:
         self.coordinator.start(self.monitor)
 
     # -- committing -----------------------------------------------------------------
+    # -- when the store fails --------------------------------------------------------
+    def _on_commit_result(self, handle: CommitHandle) -> None:
+        """From the flusher thread, once a commit is durable or has failed."""
+        if handle.error is None:
+            if self._failing:
+                self._failing = False
+                log.warning("dart: commits are durable again (commit %s)", handle.id[:12])
+                self.coordinator.recovered()
+            return
+        self._failing = True
+        self.coordinator.failed()
+        error = _root_error(handle.error)
+        reason = _problem(handle.error)
+        if self.options.on_store_error == "stop":
+            self._stop = error
+        if reason not in self._store_problems:
+            self._store_problems.add(reason)
+            head = self.writer.flusher.head
+            lost = f"progress since commit {head[:12]} is not saved" if head else "no commit of this run is saved yet"
+            then = (
+                "dart stops the program at its next safe point (on_store_error=stop)"
+                if self.options.on_store_error == "stop"
+                else "the program goes on and dart tries again, less and less often; "
+                "--on-store-error=stop stops the program instead"
+            )
+            _warn(f"a commit could not be written to store {self.store.location}: {error.message}; {lost}; {then}")
+
+    def _check_stop(self) -> None:
+        if self._stop is not None and not self._closed:
+            error, self._stop = self._stop, None
+            head = self.writer.flusher.head
+            then = (
+                f"running the same command again resumes from its last durable commit, {head[:12]}"
+                if head
+                else "no commit of this run is durable yet"
+            )
+            raise CommitFailedError(
+                f"stopping the program (on_store_error=stop): commits cannot be written to store "
+                f"{self.store.location} ({_root_error(error).message}); {then}",
+            ) from error
+
     def _on_safe_point(self, frame, sites: CodeSites, kind: str, path, line: int, site: LoopSite | None) -> None:
+        self._check_stop()
         try:
             self.monitor.watch_new_modules()  # callers in user modules imported since the last look
         except Exception:
@@ -335,6 +464,7 @@ class Session:
             "tracked": self.monitor.loops.recorded(),
             "env": environment(),
             "source": {"file": str(self.script), "hash": self.source_hash},
+            "command": self.plan.command,
         }
         handle = self.writer.commit(pods, meta)
         del keep
@@ -342,7 +472,10 @@ class Session:
         if self.options.every == 0 and message is None:
             # Every safe point commits: each commit is durable before the program
             # goes on, so a kill repeats at most the iteration in flight.
-            handle.wait()
+            try:
+                handle.wait()
+            except StoreError:
+                self._check_stop()  # else: warned once, the program goes on without this commit
         self.coordinator.committed(time.perf_counter() - started)
         return handle
 
@@ -406,4 +539,10 @@ class Session:
         try:
             self.writer.close()
         finally:
-            self.store.update_run(self.plan.run_id, ended=time.time(), commits=self.commits, **run_fields)
+            try:
+                self.store.update_run(self.plan.run_id, ended=time.time(), commits=self.commits, **run_fields)
+            except StoreError as exc:
+                # The program's own ending is not dart's to change: say what is lost.
+                if _problem(exc) not in self._store_problems:
+                    _warn(f"the end of run {self.plan.run_id} could not be recorded in store "
+                          f"{self.store.location}: {exc.message}")

@@ -83,3 +83,17 @@ def test_bad_pyproject_value_names_the_table(project):
     project('every = "often"\n')
     with pytest.raises(ConfigError, match=r"\[tool.dart\] every"):
         resolve()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"every": "1e308"}, "longer than a year"),
+        ({"every": "inf"}, "must be a number of seconds"),
+        ({"staging": "1e30"}, "more than this machine's memory"),
+        ({"staging": "1e400G"}, "is not a size"),
+    ],
+)
+def test_absurd_values_are_refused(project, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve(**kwargs)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import xxhash
+
 import pytest
 
 from dart.errors import CorruptObjectError, StoreError
@@ -47,22 +49,42 @@ def test_id_ignores_the_id_field_and_follows_content():
     assert record_id(record.replace(message="other")) != record_id(record)
 
 
+def _v1(**fields) -> dict:
+    """A record as dart 0.1 wrote it: no version field, its id over the rest."""
+    body = dict({"run": "r1", "parent": None, "time": 1.0, "message": None,
+                 "position": {"file": "s.py", "line": 1}, "resumable": True,
+                 "state": {"pickle": "b" * 32, "buffers": []}, "bytes_written": 10}, **fields)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return dict(body, id=xxhash.xxh3_128_hexdigest(canonical.encode())[:16])
+
+
 def test_version_1_record_is_read():
-    """A record of dart 0.1: no version field, a "durable" flag, legacy state."""
-    body = {
-        "id": "00000000000000aa", "run": "r1", "parent": None, "time": 1.0, "message": None,
-        "position": {"file": "s.py", "line": 1}, "resumable": True, "durable": True,
-        "state": {"pickle": "b" * 32, "buffers": []}, "bytes_written": 10,
-    }
-    record = decode_record(json.dumps(body).encode(), "old")
-    assert record.version == 1 and record.id == "00000000000000aa" and record.run == "r1"
+    body = _v1()
+    record = decode_record(json.dumps(body).encode(), "old", expected_id=body["id"])
+    assert record.version == 1 and record.id == body["id"] and record.run == "r1"
     assert record.state == {"pickle": "b" * 32, "buffers": []} and record.extra == {}
+
+
+@pytest.mark.parametrize("change", ["field", "id", "name"])
+def test_a_record_changed_after_it_was_written_is_refused(change):
+    _, data, written = encode_record(_full_record())
+    body = json.loads(data)
+    expected = written.id
+    if change == "field":
+        body["state"]["objects"] = ["c" * 32]  # a bit flip in the object list
+    elif change == "id":
+        body["id"] = "0" * 16
+    else:
+        expected = "f" * 16  # stored under another name
+    with pytest.raises(CorruptObjectError, match="does not match its id"):
+        decode_record(json.dumps(body).encode(), "x", expected_id=expected)
 
 
 def test_newer_version_is_refused_naming_both_versions():
     _, data, _ = encode_record(_full_record())
     body = json.loads(data)
     body["version"] = RECORD_VERSION + 5
+    body = _v1(**{k: v for k, v in body.items() if k != "id"})  # a newer dart's record, with its own id
     with pytest.raises(StoreError) as info:
         decode_record(json.dumps(body).encode(), "commits/x.json")
     message = str(info.value)
@@ -72,7 +94,7 @@ def test_newer_version_is_refused_naming_both_versions():
 
 def test_older_unknown_version_is_refused():
     with pytest.raises(StoreError, match="version 0, which this dart no longer reads"):
-        decode_record(json.dumps({"version": 0, "run": "r"}).encode(), "x")
+        decode_record(json.dumps(_v1(version=0)).encode(), "x")
 
 
 @pytest.mark.parametrize("data", [b"[1, 2]", b"{bad", json.dumps({"version": "2", "run": "r"}).encode(),

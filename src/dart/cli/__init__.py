@@ -23,6 +23,7 @@ again and the program continues where it was."""
 COMMANDS = {
     "run": "dart.cli.run",
     "log": "dart.cli.log",
+    "fsck": "dart.cli.fsck",
 }
 
 
@@ -30,6 +31,17 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store", metavar="DIR", help="the store: a directory (default: $DART_STORE or ./.dart)"
     )
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  dart run train.py --lr 0.1      run (or resume) train.py with its arguments\n"
         "  dart run --every 0 train.py     commit at every safe point\n"
         "  dart run --fresh train.py       start over\n"
-        "  dart log --json                 the commits, for tools",
+        "  dart log --json                 the commits, for tools\n"
+        "  dart fsck --repair              check the store and mend it",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dart {__version__} (Python {sys.version.split()[0]})")

@@ -11,7 +11,7 @@ import argparse
 from ..capture.path import describe
 from ..config import resolve
 from ..store import Store, open_store
-from . import add_store_option
+from . import add_store_option, positive_int
 
 HELP = "list commits, newest first"
 DESCRIPTION = "List the commits in the store, newest first."
@@ -21,13 +21,13 @@ def add_arguments(log: argparse.ArgumentParser) -> None:
     add_store_option(log)
     log.add_argument("--run", metavar="RUN", help="only the commits of this run")
     log.add_argument("--json", action="store_true", help="print a JSON array (one object per commit)")
-    log.add_argument("-n", "--limit", type=int, metavar="N", help="at most N commits")
+    log.add_argument("-n", "--limit", type=positive_int, metavar="N", help="at most N commits")
 
 
-def entries(store: Store, run: str | None = None, limit: int | None = None) -> list[dict]:
+def entries(store: Store, run: str | None = None, limit: int | None = None, damage: list | None = None) -> list[dict]:
     """The commits as the JSON form shows them (stable keys for tools)."""
     out = []
-    for record in store.log(run=run)[: limit if limit else None]:
+    for record in store.log(run=run, damage=damage)[: limit if limit else None]:
         out.append(
             {
                 "id": record.id,
@@ -56,7 +56,10 @@ def _size(n: int) -> str:
 def main(args) -> int:
     options = resolve(store=args.store)
     store = open_store(options.store, create=False)
-    rows = entries(store, args.run, args.limit)
+    damage: list[str] = []
+    rows = entries(store, args.run, args.limit, damage)
+    for problem in damage:  # what is intact is listed; what is not is said, on stderr
+        print(f"dart: warning: store {store.location} is damaged: {problem}; `dart fsck` tells more", file=sys.stderr)
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -41,12 +41,20 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         "commit with more changed bytes waits for the disk (default: $DART_STAGING or a quarter of "
         "the machine's memory, at most 4G; touched only as commits need it)",
     )
+    run.add_argument(
+        "--on-store-error",
+        metavar="warn|stop",
+        help="when commits cannot be written (disk full, store deleted or read-only): 'warn' once and let "
+        "the program go on while dart retries, or 'stop' the program with a message "
+        "(default: $DART_ON_STORE_ERROR or warn)",
+    )
     run.add_argument("script", metavar="SCRIPT", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 
 
 def main(args) -> int:
     options = resolve(
-        store=args.store, every=args.every, fresh=args.fresh, user_code=args.user_code, staging=args.staging
+        store=args.store, every=args.every, fresh=args.fresh, user_code=args.user_code, staging=args.staging,
+        on_store_error=args.on_store_error,
     )
     return run_script(args.script, args.args, options)

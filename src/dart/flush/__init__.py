@@ -23,8 +23,8 @@ class CommitWriter:
     returns the commit's handle."""
 
     def __init__(self, store: Any, run_id: str, parent: str | None, *, staging: int = 1 << 30,
-                 max_in_flight: int = 2, dirty: bool | None = None) -> None:
-        self.flusher = Flusher(store, run_id, parent, max_in_flight=max_in_flight)
+                 max_in_flight: int = 2, dirty: bool | None = None, on_result=None) -> None:
+        self.flusher = Flusher(store, run_id, parent, max_in_flight=max_in_flight, on_result=on_result)
         self.stager = Stager(staging, dirty=dirty)
 
     @property

@@ -96,12 +96,16 @@ class Flusher:
     compare-and-swap from the value it had when the flusher started.
     """
 
-    def __init__(self, store: Any, run_id: str, parent: str | None, max_in_flight: int = 2) -> None:
+    def __init__(self, store: Any, run_id: str, parent: str | None, max_in_flight: int = 2,
+                 on_result=None) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
         self.store = store
         self.run_id = run_id
         self.max_in_flight = max_in_flight
+        #: on_result(handle), on the flusher thread, once each commit is durable or
+        #: has failed (before waiters wake); without it, failures are logged here
+        self.on_result = on_result
         self.ref = f"runs/{run_id}"
         self.head: str | None = store.read_ref(self.ref)  #: newest durable commit of this run
         self.bytes_written = 0
@@ -210,7 +214,14 @@ class Flusher:
                 )
                 if error is not exc:
                     error.__cause__ = exc
-                log.error("dart: commit #%d of run %s was not saved: %s", handle.seq, self.run_id, error)
+                if self.on_result is None:
+                    log.error("dart: commit #%d of run %s was not saved: %s", handle.seq, self.run_id, error)
+            if self.on_result is not None:
+                handle.id, handle.error = cid, error
+                try:
+                    self.on_result(handle)
+                except Exception:  # noqa: BLE001 - the flusher thread must go on
+                    log.exception("dart: internal error while reporting commit #%d", handle.seq)
             with self._cond:
                 self._queue.popleft()
                 if cid is not None:
@@ -229,7 +240,8 @@ class Flusher:
             self._pack_bytes += written
         except Exception as exc:  # noqa: BLE001 - the commits that need it fail with it
             pack.error = exc
-            log.error("dart: %d bytes of changed data of run %s could not be written: %s", pack.size, self.run_id, exc)
+            if self.on_result is None:  # else reported with the commit that needs it
+                log.error("dart: %d bytes of changed data of run %s could not be written: %s", pack.size, self.run_id, exc)
         finally:
             data = None
             pack.extents = []
@@ -264,7 +276,7 @@ class Flusher:
                     raise StoreError(
                         f"commit #{handle.seq} of run {self.run_id} needs bytes that could not be written "
                         f"({pack.error or 'an earlier write failed'}); the next commit writes them again"
-                    )
+                    ) from pack.error
                 resolved.append([start, length, pack.oid, off, digest])
             buffers.append((nbytes, resolved))
         index, objects, n = build_index(rows, buffers, store.put_object)

@@ -173,6 +173,8 @@ class Monitor:
     # -- when a commit is due ------------------------------------------------
     def due_now(self) -> None:
         """Every safe point commits until :meth:`due_at` says otherwise."""
+        if self._stopped:
+            return  # a late word from the flusher after the run ended
         with self._wake:
             self._due_at = None
             _native.set_due(True)
@@ -180,6 +182,8 @@ class Monitor:
 
     def due_at(self, when: float | None) -> None:
         """Make the next commit due at monotonic time ``when`` (None: never)."""
+        if self._stopped:
+            return
         _native.set_due(False)
         with self._wake:
             self._arm(False)

@@ -55,6 +55,8 @@ class Backend(ABC):
     #: the local folder that holds the store, or None when it is not local: a
     #: script's path relative to it is part of a run's identity
     home: Path | None = None
+    #: False when this process can read the store but not write it
+    writable: bool = True
 
     # -- blobs -------------------------------------------------------------------
     @abstractmethod

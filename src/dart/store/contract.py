@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-from dart.errors import StoreError
+from dart.errors import CorruptObjectError, StoreError
 from dart.store import CommitRecord, commit_id, object_id
 
 MB = 1024 * 1024
@@ -156,19 +156,27 @@ class StoreContract:
 
     def test_refs_compare_and_swap(self, store):
         assert store.read_ref("runs/r1") is None
-        store.write_ref("runs/r1", "aaaa")
-        assert store.read_ref("runs/r1") == "aaaa"
+        store.write_ref("runs/r1", "aaaaaaaaaaaaaaaa")
+        assert store.read_ref("runs/r1") == "aaaaaaaaaaaaaaaa"
         with pytest.raises(StoreError, match="moved"):
-            store.write_ref("runs/r1", "bbbb")  # expected None, but it exists
+            store.write_ref("runs/r1", "bbbbbbbbbbbbbbbb")  # expected None, but it exists
         with pytest.raises(StoreError, match="moved"):
-            store.write_ref("runs/r1", "bbbb", expected="cccc")
-        store.write_ref("runs/r1", "bbbb", expected="aaaa")
-        assert store.read_ref("runs/r1") == "bbbb"
+            store.write_ref("runs/r1", "bbbbbbbbbbbbbbbb", expected="cccccccccccccccc")
+        store.write_ref("runs/r1", "bbbbbbbbbbbbbbbb", expected="aaaaaaaaaaaaaaaa")
+        assert store.read_ref("runs/r1") == "bbbbbbbbbbbbbbbb"
 
     def test_bad_ref_names(self, store):
         for name in ["", "../x", "runs/../../x", "/abs"]:
             with pytest.raises(StoreError):
-                store.write_ref(name, "aaaa")
+                store.write_ref(name, "aaaaaaaaaaaaaaaa")
+
+    def test_a_ref_holding_no_commit_id_is_damage(self, store):
+        for garbage in ["not-a-commit", "a" * 15 + "\x00", "../../x"]:
+            store.backend.cas_ref("runs/r9", store.backend.read_ref("runs/r9"), garbage)
+            with pytest.raises(CorruptObjectError, match="not a commit id"):
+                store.read_ref("runs/r9")
+        store.repair_ref("runs/r9", "d" * 16)
+        assert store.read_ref("runs/r9") == "d" * 16
 
     def test_head_of_run_without_commits(self, store):
         run = store.create_run({})

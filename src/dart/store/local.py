@@ -79,6 +79,22 @@ class RunLock(Lease):
         self.release()
 
 
+class ReadOnlyLease(Lease):
+    """The lease of a run in a store this process cannot write: it can only
+    read (and resume) the run, never advance it, so there is nothing to exclude."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def release(self) -> None:
+        self._held = False
+
+
 class _FileLock:
     """flock on a lock file, for a short critical section (a ref's compare-and-swap)."""
 
@@ -104,6 +120,8 @@ class _FileLock:
 
 class LocalBackend(Backend):
     """A store in a local directory. Safe to use from several threads and processes."""
+
+    writable = True  #: False for an existing store this process cannot write (read-only)
 
     def __init__(self, root: str | os.PathLike, create: bool = True) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -148,8 +166,18 @@ class LocalBackend(Backend):
                 )
             if not create:
                 raise StoreError(f"no dart store at {root} (store.json is missing)", next_step="store")
+        elif not create:
+            # Reading an existing store (log, load): nothing to create, and a
+            # read-only store must stay readable.
+            self.writable = os.access(root / "tmp", os.W_OK)
+            return
         self._make_subdirs()
-        self._probe_writable()
+        try:
+            self._probe_writable()
+        except StoreError:
+            if not (root / MARKER).exists():
+                raise  # a new store that cannot be written: say so now
+            self.writable = False  # an existing read-only store: readable, resumable, no commits
 
     def _make_subdirs(self) -> None:
         try:
@@ -287,7 +315,7 @@ class LocalBackend(Backend):
     def read_ref(self, name: str) -> str | None:
         path = self._ref_path(name)
         try:
-            value = path.read_text().strip()
+            value = path.read_bytes().decode("utf-8", errors="replace").strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as exc:
@@ -307,8 +335,10 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ leases
 
-    def lease(self, run_id: str) -> RunLock:
+    def lease(self, run_id: str) -> Lease:
         path = self.path(f"locks/{run_id}.lock")
+        if not self.writable:
+            return ReadOnlyLease(run_id)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:

@@ -46,6 +46,7 @@ class CommitRecord:
     tracked: list = field(default_factory=list)  #: loops counted by the monitor
     env: dict = field(default_factory=dict)  #: versions the commit depends on
     source: dict = field(default_factory=dict)  #: {"file", "hash"} of the main script
+    command: dict = field(default_factory=dict)  #: {"key", "script", "argv"}: rebuilds a lost run file
     version: int = RECORD_VERSION
     id: str = ""  #: filled in by encode_record / decode_record
     extra: dict = field(default_factory=dict)  #: fields of this version that this dart does not know
@@ -81,8 +82,15 @@ def encode_record(record: CommitRecord) -> tuple[str, bytes, CommitRecord]:
     return cid, json.dumps(body, sort_keys=True, indent=1).encode() + b"\n", record.replace(id=cid)
 
 
-def decode_record(data: bytes, where: str) -> CommitRecord:
-    """The record stored as ``data`` (``where`` names it in messages)."""
+def _raw_id(body: dict) -> str:
+    canonical = json.dumps({k: v for k, v in body.items() if k != "id"}, sort_keys=True, separators=(",", ":"))
+    return xxhash.xxh3_128_hexdigest(canonical.encode())[:16]
+
+
+def decode_record(data: bytes, where: str, expected_id: str | None = None) -> CommitRecord:
+    """The record stored as ``data`` (``where`` names it in messages). It must
+    match its id (and ``expected_id``, the name it was stored under): a record
+    changed after it was written is refused as damaged."""
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -104,8 +112,13 @@ def decode_record(data: bytes, where: str) -> CommitRecord:
         )
     if not isinstance(body.get("run"), str) or not isinstance(body.get("id", ""), str):
         raise CorruptObjectError(f"commit record {where} has no run or a bad id", next_step="damaged")
+    if body.get("id") != _raw_id(body) or (expected_id is not None and body.get("id") != expected_id):
+        raise CorruptObjectError(
+            f"commit record {where} does not match its id: it was changed after it was written",
+            next_step="damaged",
+        )
     known = {k: v for k, v in body.items() if k in _FIELDS}
-    extra = {k: v for k, v in body.items() if k not in _FIELDS and k not in ("id", "durable")}
+    extra = {k: v for k, v in body.items() if k not in _FIELDS and k != "id"}
     known["version"] = version
     try:
         return CommitRecord(**known, id=body.get("id", ""), extra=extra)

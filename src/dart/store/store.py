@@ -30,6 +30,10 @@ def _is_hex(text: str) -> bool:
     return bool(text) and all(c in "0123456789abcdef" for c in text)
 
 
+def _is_commit_id(text) -> bool:
+    return isinstance(text, str) and len(text) == 16 and _is_hex(text)
+
+
 def _check_name(name: str, what: str, example: str) -> str:
     parts = name.split("/") if isinstance(name, str) else [""]
     if not name or "\0" in name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -63,11 +67,15 @@ class Store:
         """The local folder the store sits in, or None (see Backend.home)."""
         return self.backend.home
 
+    @property
+    def writable(self) -> bool:
+        return self.backend.writable
+
     def _check_marker(self, create: bool) -> None:
         try:
             data = self.backend.get("store.json")
         except Missing:
-            if not create:
+            if not create or not self.backend.writable:
                 raise StoreError(f"no dart store at {self.location} (store.json is missing)", next_step="store")
             self.backend.put("store.json", [json.dumps({"format": FORMAT}).encode() + b"\n"])
             return
@@ -156,8 +164,8 @@ class Store:
 
     @staticmethod
     def _commit_key(cid: str) -> str:
-        if not _is_hex(cid):
-            raise StoreError(f"bad commit id {cid!r}")
+        if not _is_commit_id(cid):
+            raise StoreError(f"bad commit id {cid!r}: a commit id is 16 hex digits", next_step="log")
         return f"commits/{cid}.json"
 
     def put_commit(self, record: CommitRecord) -> str:
@@ -168,12 +176,18 @@ class Store:
             self.backend.put(key, [data], step="record")
         return cid
 
-    def _load_commit(self, cid: str) -> CommitRecord:
+    def read_commit(self, cid: str) -> CommitRecord:
+        """The record stored as ``cid`` (Missing if there is none; CorruptObjectError
+        if it does not parse or does not match its id)."""
         key = self._commit_key(cid)
-        return decode_record(self.backend.get(key), self._where(key))
+        return decode_record(self.backend.get(key), self._where(key), expected_id=cid)
+
+    _load_commit = read_commit
 
     def commit_ids(self) -> list[str]:
-        return [k[len("commits/") : -len(".json")] for k in self.backend.list("commits/") if k.endswith(".json")]
+        """Every stored record's id (names that are no commit id are left out)."""
+        names = [k[len("commits/") : -len(".json")] for k in self.backend.list("commits/") if k.endswith(".json")]
+        return [n for n in names if _is_commit_id(n)]
 
     def resolve(self, ref_or_prefix: str) -> str:
         """The full commit id named by a full id, a unique prefix (4+ chars) or a run id."""
@@ -187,7 +201,7 @@ class Store:
             if head is not None:
                 return head
         if _is_hex(name):
-            if self.backend.exists(self._commit_key(name)):
+            if _is_commit_id(name) and self.backend.exists(self._commit_key(name)):
                 return name
             if len(name) >= 4:
                 matches = sorted(c for c in self.commit_ids() if c.startswith(name))
@@ -215,7 +229,20 @@ class Store:
     # ------------------------------------------------------------------ refs
 
     def read_ref(self, name: str) -> str | None:
-        return self.backend.read_ref(_check_name(name, "ref name", "runs/<run_id>"))
+        """The commit a ref names, None if there is no such ref; CorruptObjectError
+        if it holds anything but a commit id."""
+        value = self.backend.read_ref(_check_name(name, "ref name", "runs/<run_id>"))
+        if value is not None and not _is_commit_id(value):
+            raise CorruptObjectError(
+                f"ref {name} in store {self.location} holds {value[:40]!r}, not a commit id", next_step="damaged"
+            )
+        return value
+
+    def repair_ref(self, name: str, cid: str) -> None:
+        """Point ref ``name`` at ``cid`` whatever it holds now (damaged or missing)."""
+        current = self.backend.read_ref(_check_name(name, "ref name", "runs/<run_id>"))
+        if self.backend.cas_ref(name, current, cid) is not None:
+            raise StoreError(f"ref {name} in store {self.location} moved while it was repaired; try again")
 
     def write_ref(self, name: str, cid: str, expected: str | None = None) -> None:
         """Point ref `name` at `cid` if it still points at `expected` (None: does not exist)."""
@@ -270,22 +297,61 @@ class Store:
         self._put_run(run)
         return run
 
-    def list_runs(self) -> list[dict]:
-        """All runs, oldest first."""
+    def run_ids(self) -> list[str]:
+        """The runs that have a run file (readable or not)."""
+        return [k[len("runs/") : -len(".json")] for k in self.backend.list("runs/") if k.endswith(".json")]
+
+    def list_runs(self, damage: list | None = None) -> list[dict]:
+        """All runs with a readable run file, oldest first. A damaged run file is
+        left out (and described in ``damage`` if given)."""
         runs = []
         for key in self.backend.list("runs/"):
             if not key.endswith(".json"):
                 continue
             try:
-                runs.append(self._read_run(key))
+                run = self._read_run(key)
             except Missing:
                 continue
+            except StoreError as exc:
+                if damage is not None:
+                    damage.append(exc.message)
+                continue
+            runs.append(run)
         runs.sort(key=lambda r: (r.get("created", 0.0), r.get("id", "")))
         return runs
 
     def find_runs(self, key: str) -> list[dict]:
         """Runs whose info["key"] equals `key`, oldest first."""
         return [r for r in self.list_runs() if r.get("key") == key]
+
+    def recover_runs(self, key: str) -> list[dict]:
+        """Runs of command ``key`` whose run file is missing or damaged, rebuilt
+        from their commit records (each record names its run's command) and
+        written again; oldest first. Reads every record: call it only when
+        ``find_runs`` found nothing."""
+        readable = {r["id"] for r in self.list_runs()}
+        newest: dict[str, CommitRecord] = {}
+        first: dict[str, float] = {}
+        for cid in self.commit_ids():
+            try:
+                record = self.read_commit(cid)
+            except (Missing, StoreError):
+                continue
+            if record.command.get("key") != key or record.run in readable:
+                continue
+            first[record.run] = min(first.get(record.run, record.time), record.time)
+            if record.run not in newest or record.time > newest[record.run].time:
+                newest[record.run] = record
+        rebuilt = [self.rebuild_run(run_id, record, created=first[run_id]) for run_id, record in newest.items()]
+        return sorted(rebuilt, key=lambda r: (r["created"], r["id"]))
+
+    def rebuild_run(self, run_id: str, record: CommitRecord, created: float | None = None) -> dict:
+        """Write the run file of ``run_id`` again from one of its commit records."""
+        run = dict(record.command, id=run_id, created=record.time if created is None else created,
+                   status="running", rebuilt=True)
+        if self.writable:
+            self._put_run(run)
+        return run
 
     def lock_run(self, run_id: str) -> Lease:
         """Hold the lease of a run; RunBusyError if another holder has it."""
@@ -308,30 +374,80 @@ class Store:
     def _run_refs(self) -> list[str]:
         return [name[len("runs/") :] for name in self.backend.list_refs("runs/")]
 
-    def log(self, run: str | None = None) -> list[CommitRecord]:
-        """Durable commit records reachable from run refs, newest first.
+    def log(self, run: str | None = None, damage: list | None = None) -> list[CommitRecord]:
+        """Durable commit records, newest first: those reachable from run refs.
 
-        With `run`, only that run's own commits (reached from its ref; the commits of the
-        run it branched from are left out). Records a crash left without a ref are not listed.
+        With `run`, only that run's own commits (the commits of the run it branched
+        from are left out). A record a crash left without a ref is not listed. What
+        damage hides is worked around, and described in ``damage`` if given: a
+        chain stops at a damaged record and its older commits are listed from
+        their records; a run whose ref is missing or damaged is listed from its
+        records (its newest intact commit is its head).
         """
-        heads = [run] if run is not None else self._run_refs()
+        note = damage.append if damage is not None else (lambda text: None)
         seen: dict[str, tuple[int, CommitRecord]] = {}
-        for run_id in heads:
-            cid = self.read_ref(f"runs/{run_id}")
+        bad: set[str] = set()
+        heads: dict[str, float] = {}  # run -> time of its head, for runs with a good ref
+
+        def walk(cid: str | None, base: int = 0) -> None:
             chain: list[CommitRecord] = []
             on_chain: set[str] = set()
-            while cid and cid not in seen and cid not in on_chain:
+            while cid and cid not in seen and cid not in on_chain and cid not in bad:
                 try:
-                    record = self._load_commit(cid)
+                    record = self.read_commit(cid)
                 except Missing:
                     break  # garbage-collected ancestor: history ends here
+                except StoreError as exc:
+                    bad.add(cid)
+                    note(exc.message)
+                    break
                 if run is not None and record.run != run:
                     break
                 chain.append(record)
                 on_chain.add(cid)
                 cid = record.parent
-            base = seen[cid][0] + 1 if cid in seen else 0
+            base = seen[cid][0] + 1 if cid in seen else base
             for depth, record in enumerate(reversed(chain), start=base):
                 seen[record.id] = (depth, record)
+
+        for run_id in [run] if run is not None else self._run_refs():
+            try:
+                cid = self.read_ref(f"runs/{run_id}")
+            except StoreError as exc:
+                note(exc.message)
+                continue
+            if cid is None:
+                continue
+            before = len(seen)
+            walk(cid)
+            if cid in seen:
+                heads[run_id] = seen[cid][1].time
+            elif len(seen) == before and cid not in bad:
+                note(f"ref runs/{run_id} names commit {cid}, which is not in store {self.location}")
+
+        # Records no ref reached: crash leftovers (not durable, left out), or the
+        # commits of runs whose ref or chain is damaged (listed).
+        pieces: dict[str, list[CommitRecord]] = {}
+        for cid in self.commit_ids():
+            if cid in seen or cid in bad:
+                continue
+            try:
+                record = self.read_commit(cid)
+            except Missing:
+                continue
+            except StoreError as exc:
+                note(exc.message)
+                continue
+            if run is not None and record.run != run:
+                continue
+            if record.run in heads and record.time > heads[record.run]:
+                continue  # written after the run's durable head: its ref never moved there
+            pieces.setdefault(record.run, []).append(record)
+        for run_id, records in pieces.items():
+            if run_id not in heads:
+                note(f"run {run_id} has no usable ref; its commits are listed from their records")
+            parents = {r.parent for r in records}
+            for tip in sorted((r for r in records if r.id not in parents), key=lambda r: r.time):
+                walk(tip.id)
         ordered = sorted(seen.values(), key=lambda item: (item[1].time, item[0]), reverse=True)
         return [record for _, record in ordered]
