@@ -115,7 +115,7 @@ def part_training(args, tmp: Path) -> dict:
     ns = {"model": model, "opt": opt, "frozen": frozen}
     run = DartRun(tmp / "train.dart", staging=2 * (changed + frozen.nbytes))
     stall0, durable0, rec0 = run.commit(ns)
-    print(f"commit 1 (everything): stall {stall0:.3f} s, durable {durable0:.2f} s, wrote {rec0['bytes_written'] / MiB:.0f} MiB")
+    print(f"commit 1 (everything): stall {stall0:.3f} s, durable {durable0:.2f} s, wrote {rec0.bytes_written / MiB:.0f} MiB")
     stalls, written, saves = [], [], []
     for k in range(2, args.commits + 1):
         train_step(model, opt)
@@ -125,7 +125,7 @@ def part_training(args, tmp: Path) -> dict:
         stalls.append(stall)
         written.append(rec.bytes_written)
         saves.append(t_save)
-        print(f"commit {k}: stall {stall * 1e3:.0f} ms, durable {durable:.2f} s, wrote {rec['bytes_written'] / MiB:.0f} MiB"
+        print(f"commit {k}: stall {stall * 1e3:.0f} ms, durable {durable:.2f} s, wrote {rec.bytes_written / MiB:.0f} MiB"
               f" (changed {changed / MiB:.0f} MiB); torch.save+fsync {t_save:.2f} s")
     stall, save, wrote = statistics.median(stalls), statistics.median(saves), statistics.median(written)
     r_stall, r_bytes = stall / save, wrote / changed

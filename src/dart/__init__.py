@@ -106,17 +106,26 @@ def flush(timeout: float | None = None) -> None:
         session.flusher.drain(timeout)
 
 
-def load(commit: str | None = None, names=None, store: str | None = None):
+def load(commit: str | None = None, names=None, store: str | None = None, run_source: bool = False):
     """The variables saved by a commit (default: the newest in the store).
     ``commit`` is an id, a unique prefix or a run id. Without ``names``, a
     read-only mapping that loads each variable on first access (with what it
     shares with others); with ``names`` (a name or a list), a dict of just those,
-    reading only the bytes they need."""
+    reading only the bytes they need.
+
+    Objects of classes and functions defined in the committed script were saved
+    by reference to it; ``run_source=True`` runs that script's imports and
+    definitions (not the rest of it) so they can be loaded. It is off by
+    default because it runs code named by the store. Loading any store runs
+    code from its pickles: load only stores you trust (``DART_HMAC_KEY`` makes
+    dart refuse records and pickles it did not sign)."""
     from .capture import SavedVariables
     from .store import open_store
+    from .store.trust import warn_if_foreign
 
     options = _resolve(store=store)
     st = open_store(options.store, create=False)
+    warn_if_foreign(st)
     if commit is None:
         commits = st.log()
         if not commits:
@@ -124,8 +133,15 @@ def load(commit: str | None = None, names=None, store: str | None = None):
         record = commits[0]
     else:
         record = st.get_commit(commit)
-    namespace = _definitions(record.source.get("file"))
-    variables = SavedVariables(st, record, main_namespace=namespace)
+    script = record.source.get("file")
+    namespace = _definitions(script) if run_source else None
+    hint = None
+    if script and not run_source:
+        hint = (
+            f"if it is an object of a class or function defined in {script}, pass run_source=True to "
+            "dart.load to run that script's imports and definitions first (this runs code from it)"
+        )
+    variables = SavedVariables(st, record, main_namespace=namespace, hint=hint)
     if names is None:
         return variables
     if isinstance(names, str):

@@ -37,6 +37,7 @@ class Options:
     user_code: tuple[str, ...] = ()  # packages treated as user code wherever they live
     staging: int = MAX_DEFAULT_STAGING  # bytes of staging memory (see flush/staging.py)
     on_store_error: str = "warn"  # "warn": go on without commits and retry; "stop": stop the program
+    store_mode: str = "private"  # who may read what the store creates: private, group or public
 
 
 def _physical_memory() -> int | None:
@@ -116,6 +117,17 @@ def _packages(value, source: str) -> tuple[str, ...]:
 
 
 STORE_ERROR_CHOICES = ("warn", "stop")
+STORE_MODES = ("private", "group", "public")
+
+
+def parse_store_mode(value, source: str) -> str:
+    text = str(value).strip().lower()
+    if text not in STORE_MODES:
+        raise ConfigError(
+            f"{source}: {value!r} is not a store mode; use 'private' (only you, the default), 'group' "
+            "(your group may read) or 'public' (everyone may read)"
+        )
+    return text
 
 
 def parse_on_store_error(value, source: str) -> str:
@@ -150,7 +162,7 @@ def _pick(arg, flag: str, env: str, key: str, table: dict, parse, default):
 
 def resolve(
     store=None, every=None, fresh: bool = False, cwd: Path | None = None, user_code=None, local_modules=None,
-    staging=None, on_store_error=None,
+    staging=None, on_store_error=None, store_mode=None,
 ) -> Options:
     cwd = Path.cwd() if cwd is None else cwd
     table = _pyproject(cwd)
@@ -177,10 +189,12 @@ def resolve(
         on_store_error, "--on-store-error", "DART_ON_STORE_ERROR", "on_store_error", table, parse_on_store_error,
         lambda: "warn",
     )
+    mode = _pick(store_mode, "store_mode", "DART_STORE_MODE", "store_mode", table, parse_store_mode, lambda: "private")
     return Options(
         store=store,
         staging=staging_bytes,
         on_store_error=store_errors,
+        store_mode=mode,
         every=seconds,
         every_is_default=is_default,
         fresh=fresh,

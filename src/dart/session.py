@@ -48,6 +48,7 @@ from .resume import continuation as cont
 from .resume.anchors import anchors_of
 from .resume.restore import Program, ResumePlan, plan_resume
 from .store import CommitRecord, Lease, Store, open_store
+from .store.trust import warn_if_foreign
 
 log = logging.getLogger("dart")
 
@@ -89,9 +90,10 @@ def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
     Two starts of one command at the same instant are serialized by a start
     lease on the command's key: the second finds the first's run and is told
     it is already running."""
-    store = open_store(options.store)
+    store = open_store(options.store, mode=options.store_mode)
     if not store.writable:
         _warn(f"store {store.location} is read-only here: a run can resume from it but commits nothing")
+    warn_if_foreign(store)
     key = run_key(script, args, store.home)
     command = {"key": key, "script": str(script), "argv": list(args)}
     starting = _start_lease(store, key)
@@ -114,6 +116,12 @@ def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
                     if damage and store.writable:
                         store.repair_ref(f"runs/{last['id']}", commits[0].id)
                     return RunPlan(store, last["id"], resumable[0], commits[0].id, lease, command, resumable[1:])
+                if damage:  # its history is there but damaged: starting over is the user's call
+                    raise ResumeError(
+                        f"run {last['id']} cannot be resumed: its history in store {store.location} is damaged "
+                        f"({damage[0]}) and no intact commit of it can be continued; `dart fsck` tells more",
+                        next_step="fresh",
+                    )
                 if store.writable:
                     store.update_run(last["id"], status="abandoned")
             except BaseException:
@@ -226,7 +234,9 @@ class Session:
             try:
                 plan = plan_resume(program, record, self.store)
             except ResumeError as exc:
-                if record is candidates[-1]:
+                # Damage or a variable that cannot be rebuilt: an older commit may do.
+                # A changed script: it would not, and is the user's to decide.
+                if record is candidates[-1] or not exc.facts.get("older_may_work"):
                     if skipped:
                         exc.message += f" (newer commits could not be continued either: {'; '.join(skipped)})"
                     raise

@@ -249,12 +249,13 @@ class SavedVariables(Mapping):
     """The global variables of a commit, each loaded on first access together with
     the objects it shares with others (``dart.load`` returns one)."""
 
-    def __init__(self, store, record: dict, main_namespace: dict | None = None):
+    def __init__(self, store, record, main_namespace: dict | None = None, hint: str | None = None):
         from ..store.layout import CommitState
 
         self.commit = record.id
         self._state = CommitState(store, record)
         self._namespace = main_namespace
+        self._hint = hint  # added to a loading error: what the caller can do about it
         self._memos: dict = {}
         self._values: dict = {}
         if self._state.legacy:
@@ -268,7 +269,12 @@ class SavedVariables(Mapping):
         if key not in self._values:
             if name not in self._names:
                 raise KeyError(name)
-            self._values.update(assemble(self._state.read([key], self._memos), self._namespace, self._memos))
+            try:
+                self._values.update(assemble(self._state.read([key], self._memos), self._namespace, self._memos))
+            except CaptureError as exc:
+                if self._hint is None:
+                    raise
+                raise CaptureError(f"variable {name!r} of commit {self.commit[:12]}: {exc.message}; {self._hint}") from exc
         return self._values[key]
 
     def __iter__(self):

@@ -268,6 +268,9 @@ class Flusher:
                 if place[0] is None:
                     place[0] = oid
         rows = [[name, *where[d], deps, bufs, d] for (name, _, deps, bufs), d in zip(staged.pods, digests)]
+        if getattr(store, "key", None) is not None:  # signed store: a MAC of every pickle (sign.py)
+            for row, (_, stream, _, _) in zip(rows, staged.pods):
+                row.append(store.mac(stream))
         buffers = []
         for nbytes, extents in staged.buffers:
             resolved = []
@@ -281,7 +284,8 @@ class Flusher:
             buffers.append((nbytes, resolved))
         index, objects, n = build_index(rows, buffers, store.put_object)
         written += n
-        index_oid, n = store.put_object(json.dumps(index, separators=(",", ":")).encode())
+        index_bytes = json.dumps(index, separators=(",", ":")).encode()
+        index_oid, n = store.put_object(index_bytes)
         written += n
         delay = os.environ.get("DART_TEST_FLUSH_DELAY")
         if delay:
@@ -290,7 +294,7 @@ class Flusher:
             **{k: v for k, v in staged.meta.items() if k != "id"},
             parent=self._parent,
             run=self.run_id,
-            state={"format": FORMAT, "index": index_oid, "objects": objects},
+            state=_state(store, index_oid, index_bytes, objects),
             bytes_written=written,
         )
         cid = store.put_commit(record)
@@ -300,3 +304,10 @@ class Flusher:
         with self._cond:
             self.bytes_written += written
         return cid
+
+
+def _state(store, index_oid: str, index_bytes: bytes, objects: list[str]) -> dict:
+    state = {"format": FORMAT, "index": index_oid, "objects": objects}
+    if getattr(store, "key", None) is not None:
+        state["index_mac"] = store.mac(index_bytes)
+    return state

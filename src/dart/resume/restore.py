@@ -144,6 +144,7 @@ def plan_resume(program: Program, record: CommitRecord, store) -> ResumePlan:
             f"cannot resume run {program.run_id} from commit {short}: the rest of {program.name} uses "
             f"{details}, which could not be saved and cannot be rebuilt",
             next_step="fresh",
+            older_may_work=True,
         )
     try:
         prologue_code = compile(prologue, filename, "exec")
@@ -159,7 +160,9 @@ def plan_resume(program: Program, record: CommitRecord, store) -> ResumePlan:
         roots = load_roots(store, record, main_namespace=namespace, state=state)
     except (CaptureError, StoreError) as exc:
         raise ResumeError(
-            f"cannot load the state of commit {short} in {store.location}: {exc.message}", next_step="fresh"
+            f"cannot load the state of commit {short} in {store.location}: {exc.message}",
+            next_step="fresh",
+            older_may_work=True,
         ) from None
     values = dict(roots["globals"])
     saved_loops = {}

@@ -47,17 +47,18 @@ commit_id = record_id
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
 
 
-def open_store(location: str | os.PathLike, create: bool = True) -> Store:
-    """The store at ``location``: a directory path (created if ``create``), or a
+def open_store(location: str | os.PathLike, create: bool = True, mode: str = "private") -> Store:
+    """The store at ``location``: a directory path (created if ``create``, with
+    permissions ``mode``: "private", "group" or "public", see local.MODES), or a
     URL: ``memory://NAME``. Other schemes (``s3://``) are refused with a clear
     message until their backend exists."""
     text = os.fspath(location)
     match = _SCHEME.match(text) if isinstance(text, str) else None
     if match is None or len(match.group(1)) == 1:  # "C://..." is a path
-        return Store(LocalBackend(text, create=create), create=create)
+        return Store(LocalBackend(text, create=create, mode=mode), create=create)
     scheme, rest = match.group(1).lower(), match.group(2)
     if scheme == "file":
-        return Store(LocalBackend(rest, create=create), create=create)
+        return Store(LocalBackend(rest, create=create, mode=mode), create=create)
     if scheme == "memory":
         if not rest or "/" in rest:
             raise StoreError(f"bad store location {text!r}; use memory://NAME")

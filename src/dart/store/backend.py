@@ -111,5 +111,10 @@ class Backend(ABC):
         """Take the lease of a run (LeaseHeld if another holder has it). A lease
         ends with its holder's process."""
 
+    def owner(self) -> str | None:
+        """Who owns the store when it is not the user of this process (loading it
+        runs code from its pickles), else None."""
+        return None
+
     def close(self) -> None:
         """Let go of what the backend holds open."""

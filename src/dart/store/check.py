@@ -26,7 +26,7 @@ from .record import CommitRecord
 
 @dataclass
 class Problem:
-    kind: str  #: "object", "record", "ref", "run" or "garbage"
+    kind: str  #: "object", "record", "history", "ref", "run" or "garbage"
     name: str  #: the object id, commit id, ref name, run id or key
     what: str  #: what is wrong, in words
 
@@ -100,16 +100,28 @@ def check(store, objects: bool = True, progress=None) -> Report:
         records[cid] = record
     report.intact = records
 
+    damaged_records = {p.name for p in report.problems if p.kind == "record"}
+    for record in records.values():
+        if record.parent is not None and record.parent not in records:
+            why = "is damaged" if record.parent in damaged_records else "is missing"
+            report.problems.append(Problem(
+                "history", record.id,
+                f"its parent commit {record.parent} {why}: the history of run {record.run} is cut there "
+                "(this commit is intact)",
+            ))
     by_run: dict[str, list[CommitRecord]] = {}
     for record in records.values():
         by_run.setdefault(record.run, []).append(record)
     run_ids = set(by_run)
-    for run_id in store.run_ids():
+    with_file = set(store.run_ids())
+    for run_id in sorted(with_file):
         run_ids.add(run_id)
         try:
             store.get_run(run_id)
         except StoreError as exc:
             report.problems.append(Problem("run", run_id, exc.message))
+    for run_id in sorted(set(by_run) - with_file):
+        report.problems.append(Problem("run", run_id, "its run file is missing (its commits are intact)"))
     for name in store.backend.list_refs("runs/"):
         run_ids.add(name[len("runs/") :])
     for run_id in sorted(run_ids):

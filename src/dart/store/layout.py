@@ -31,6 +31,8 @@ import xxhash
 
 from dart.errors import CorruptObjectError, StoreError
 
+from .sign import matches
+
 FORMAT = 2
 INLINE_EXTENTS = 64  #: more extents than this go to a manifest object
 _MANIFEST_MAGIC = b"DARTMF1\n"
@@ -71,7 +73,14 @@ class CommitState:
                 f"commit {record.short} was written in state format {state.get('format')!r}, "
                 f"which this dart cannot read; use the dart version that wrote it"
             )
-        self.index = _json_object(store.get_object(state["index"]), state["index"])
+        index_bytes = store.get_object(state["index"])
+        self.key = getattr(store, "key", None)
+        if self.key is not None and not matches(self.key, index_bytes, state.get("index_mac")):
+            raise CorruptObjectError(
+                f"the index of commit {record.short} does not match its signature (DART_HMAC_KEY): it was "
+                "tampered with or signed with another key; refusing it"
+            )
+        self.index = _json_object(index_bytes, state["index"])
         self.objects = self.index["objects"]
         self.pods = {row[0]: row for row in self.index["pods"]}
         self.loaded_buffers: dict[int, memoryview] = {}  #: buffer number -> its bytes, once read
@@ -114,6 +123,12 @@ class CommitState:
             if obj not in blobs:
                 blobs[obj] = self.store.get_object(self.objects[obj])
             out[name] = memoryview(blobs[obj])[offset : offset + length]
+            row = self.pods[name]
+            if self.key is not None and not matches(self.key, out[name], row[7] if len(row) > 7 else None):
+                raise CorruptObjectError(
+                    f"saved object {name!r} of commit {self.record.short} does not match its signature "
+                    "(DART_HMAC_KEY): it was tampered with; refusing to load it"
+                )
         return out
 
     # ------------------------------------------------------------------ buffers
@@ -207,7 +222,8 @@ def build_index(pods: list, buffers: list, put_object) -> tuple[dict, list[str],
             objects.append(oid)
         return numbers[oid]
 
-    pod_rows = [[name, number(oid), off, n, deps, bufs, digest] for name, oid, off, n, deps, bufs, digest in pods]
+    pod_rows = [[name, number(oid), off, n, deps, bufs, digest, *signed]
+                for name, oid, off, n, deps, bufs, digest, *signed in pods]
     needed = set(objects)
     written = 0
     buffer_rows = []

@@ -29,13 +29,27 @@ from dart.errors import StoreError
 from .backend import Backend, Lease, LeaseHeld, Missing
 
 CRASH_EXIT_CODE = 70
+#: Permissions of what a store creates: who else may read it. A store's pickles
+#: run code when loaded, so by default only its owner can read or write it.
+MODES = {"private": (0o700, 0o600), "group": (0o750, 0o640), "public": (0o755, 0o644)}
 SUBDIRS = ("objects", "commits", "refs", "runs", "tmp", "locks")
 MARKER = "store.json"
 
 
+_crash_counts: dict[str, int] = {}
+
+
 def crash_point(step: str) -> None:
-    """Test hook: die at once (exit 70, no cleanup) if DART_TEST_CRASH_AT names `step`."""
-    if os.environ.get("DART_TEST_CRASH_AT") == step:
+    """Test hook: die at once (exit 70, no cleanup) if DART_TEST_CRASH_AT names
+    `step`, or `step:N` and this is the N-th time the step is reached."""
+    wanted = os.environ.get("DART_TEST_CRASH_AT")
+    if not wanted:
+        return
+    name, _, nth = wanted.partition(":")
+    if name != step:
+        return
+    _crash_counts[step] = count = _crash_counts.get(step, 0) + 1
+    if not nth or count == int(nth):
         os._exit(CRASH_EXIT_CODE)
 
 
@@ -98,13 +112,14 @@ class ReadOnlyLease(Lease):
 class _FileLock:
     """flock on a lock file, for a short critical section (a ref's compare-and-swap)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mode: int) -> None:
         self.path = path
+        self.mode = mode
         self.fd: int | None = None
 
     def __enter__(self) -> None:
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, self.mode)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         except OSError as exc:
             if self.fd is not None:
@@ -123,7 +138,10 @@ class LocalBackend(Backend):
 
     writable = True  #: False for an existing store this process cannot write (read-only)
 
-    def __init__(self, root: str | os.PathLike, create: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike, create: bool = True, mode: str = "private") -> None:
+        if mode not in MODES:
+            raise StoreError(f"bad store mode {mode!r}; use one of {', '.join(MODES)}")
+        self.dir_mode, self.file_mode = MODES[mode]
         self.root = Path(root).expanduser().absolute()
         self.location = str(self.root)
         self.home = self.root.parent
@@ -131,6 +149,21 @@ class LocalBackend(Backend):
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.location!r})"
+
+    def owner(self) -> str | None:
+        """The user who owns the store, when it is not the user of this process."""
+        try:
+            uid = (self.root / MARKER).stat().st_uid
+        except OSError:
+            return None
+        if uid == os.getuid():
+            return None
+        try:
+            import pwd
+
+            return pwd.getpwuid(uid).pw_name
+        except (KeyError, ImportError):
+            return f"uid {uid}"
 
     # ------------------------------------------------------------------ opening
 
@@ -145,7 +178,7 @@ class LocalBackend(Backend):
             if not create:
                 raise StoreError(f"no dart store at {root}; run the program under dart first", next_step="store")
             try:
-                root.mkdir(parents=True, exist_ok=True)
+                root.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
             except OSError as exc:
                 raise StoreError(
                     f"cannot create store directory {root}: {exc.strerror or exc}; "
@@ -182,8 +215,8 @@ class LocalBackend(Backend):
     def _make_subdirs(self) -> None:
         try:
             for name in SUBDIRS:
-                (self.root / name).mkdir(exist_ok=True)
-            (self.root / "refs" / "runs").mkdir(exist_ok=True)
+                (self.root / name).mkdir(exist_ok=True, mode=self.dir_mode)
+            (self.root / "refs" / "runs").mkdir(exist_ok=True, mode=self.dir_mode)
         except OSError as exc:
             raise StoreError(
                 f"cannot create folders in store {self.root}: {exc.strerror or exc}; "
@@ -217,7 +250,7 @@ class LocalBackend(Backend):
         new_parent = False
         if not dest.parent.is_dir():
             try:
-                dest.parent.mkdir(parents=True)
+                dest.parent.mkdir(parents=True, mode=self.dir_mode)
                 new_parent = True
             except FileExistsError:
                 pass
@@ -229,7 +262,7 @@ class LocalBackend(Backend):
         tmp = self.root / "tmp" / f"{dest.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
         written = 0
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
             try:
                 for chunk in chunks:
                     view = memoryview(chunk)
@@ -326,7 +359,7 @@ class LocalBackend(Backend):
         return [key[len("refs/") :] for key in self.list(f"refs/{prefix}")]
 
     def cas_ref(self, name: str, expected: str | None, new: str) -> str | None:
-        with _FileLock(self.root / "locks" / "refs.lock"):
+        with _FileLock(self.root / "locks" / "refs.lock", self.file_mode):
             current = self.read_ref(name)
             if current != expected:
                 return current
@@ -340,7 +373,7 @@ class LocalBackend(Backend):
         if not self.writable:
             return ReadOnlyLease(run_id)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, self.file_mode)
         except OSError as exc:
             raise StoreError(f"cannot open lock file {path}: {exc.strerror or exc}; fix its permissions") from exc
         try:

@@ -73,10 +73,21 @@ def record_id(record: CommitRecord) -> str:
     return xxhash.xxh3_128_hexdigest(canonical.encode())[:16]
 
 
-def encode_record(record: CommitRecord) -> tuple[str, bytes, CommitRecord]:
-    """(id, bytes to store, the record with its id) of a record to write."""
+def _signed_bytes(body: dict) -> bytes:
+    return json.dumps({k: v for k, v in body.items() if k not in ("id", "signature")}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
+def encode_record(record: CommitRecord, key: bytes | None = None) -> tuple[str, bytes, CommitRecord]:
+    """(id, bytes to store, the record with its id) of a record to write;
+    signed when ``key`` is given (see sign.py)."""
     if record.version != RECORD_VERSION:
         raise ValueError(f"dart writes commit records of version {RECORD_VERSION}, not {record.version}")
+    if key is not None:
+        from .sign import mac
+
+        extra = {k: v for k, v in record.extra.items() if k != "signature"}
+        record = record.replace(extra=dict(extra, signature=mac(key, _signed_bytes(_body(record.replace(extra=extra))))))
     cid = record_id(record)
     body = dict(_body(record), id=cid)
     return cid, json.dumps(body, sort_keys=True, indent=1).encode() + b"\n", record.replace(id=cid)
@@ -87,10 +98,11 @@ def _raw_id(body: dict) -> str:
     return xxhash.xxh3_128_hexdigest(canonical.encode())[:16]
 
 
-def decode_record(data: bytes, where: str, expected_id: str | None = None) -> CommitRecord:
+def decode_record(data: bytes, where: str, expected_id: str | None = None, key: bytes | None = None) -> CommitRecord:
     """The record stored as ``data`` (``where`` names it in messages). It must
     match its id (and ``expected_id``, the name it was stored under): a record
-    changed after it was written is refused as damaged."""
+    changed after it was written is refused as damaged. With ``key``, it must
+    carry a valid signature too."""
     try:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -117,6 +129,20 @@ def decode_record(data: bytes, where: str, expected_id: str | None = None) -> Co
             f"commit record {where} does not match its id: it was changed after it was written",
             next_step="damaged",
         )
+    if key is not None:
+        from .sign import matches
+
+        if "signature" not in body:
+            raise CorruptObjectError(
+                f"commit record {where} is not signed, and this store is read with a key (DART_HMAC_KEY): "
+                "it was not written with that key or was replaced; refusing it. Unset the key to read "
+                "unsigned stores you trust"
+            )
+        if not matches(key, _signed_bytes(body), body["signature"]):
+            raise CorruptObjectError(
+                f"commit record {where} has a signature that does not match the key (DART_HMAC_KEY): it was "
+                "tampered with or signed with another key; refusing it"
+            )
     known = {k: v for k, v in body.items() if k in _FIELDS}
     extra = {k: v for k, v in body.items() if k not in _FIELDS and k != "id"}
     known["version"] = version

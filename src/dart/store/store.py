@@ -22,6 +22,7 @@ from . import codec
 from .backend import Backend, Lease, LeaseHeld, Missing
 from .codec import object_id
 from .record import CommitRecord, decode_record, encode_record
+from .sign import key_from_environment, mac
 
 FORMAT = 1  #: of the store as a whole (store.json); commits carry versions of their own
 
@@ -45,13 +46,15 @@ class Store:
     """A dart store. ``Store(path)`` opens (or creates) a local directory store;
     ``open_store(location)`` opens any kind. Safe to use from several threads."""
 
-    def __init__(self, backend: Backend | str | os.PathLike, create: bool = True) -> None:
+    def __init__(self, backend: Backend | str | os.PathLike, create: bool = True, key: bytes | None = None) -> None:
         if not isinstance(backend, Backend):
             from .local import LocalBackend
 
             backend = LocalBackend(backend, create=create)
         self.backend = backend
         self.location = backend.location
+        #: the signing key (sign.py): records, indexes and pods are signed and checked
+        self.key = key if key is not None else key_from_environment()
         self._check_marker(create)
 
     def __repr__(self) -> str:
@@ -89,6 +92,10 @@ class Store:
                 f"store {self.location} has format {fmt!r}, but this version of dart reads format "
                 f"{FORMAT}; use the dart version that wrote it or start over with --fresh"
             )
+
+    def mac(self, data) -> str | None:
+        """The MAC of ``data`` under the store's key, None without a key."""
+        return None if self.key is None else mac(self.key, data)
 
     def _where(self, key: str) -> str:
         path = getattr(self.backend, "path", None)
@@ -170,7 +177,7 @@ class Store:
 
     def put_commit(self, record: CommitRecord) -> str:
         """Write a commit record; return its id (deterministic in the record's content)."""
-        cid, data, _ = encode_record(record)
+        cid, data, _ = encode_record(record, self.key)
         key = self._commit_key(cid)
         if not self.backend.exists(key):
             self.backend.put(key, [data], step="record")
@@ -180,7 +187,7 @@ class Store:
         """The record stored as ``cid`` (Missing if there is none; CorruptObjectError
         if it does not parse or does not match its id)."""
         key = self._commit_key(cid)
-        return decode_record(self.backend.get(key), self._where(key), expected_id=cid)
+        return decode_record(self.backend.get(key), self._where(key), expected_id=cid, key=self.key)
 
     _load_commit = read_commit
 
@@ -388,18 +395,26 @@ class Store:
         seen: dict[str, tuple[int, CommitRecord]] = {}
         bad: set[str] = set()
         heads: dict[str, float] = {}  # run -> time of its head, for runs with a good ref
+        cut: set[str] = set()  # runs whose chain from the head stops at a missing or damaged record
 
-        def walk(cid: str | None, base: int = 0) -> None:
+        def walk(cid: str | None, base: int = 0) -> bool:
+            """Follow parents from ``cid``; True if the chain was cut by damage."""
             chain: list[CommitRecord] = []
             on_chain: set[str] = set()
-            while cid and cid not in seen and cid not in on_chain and cid not in bad:
+            broken = False
+            while cid and cid not in seen and cid not in on_chain:
+                if cid in bad:
+                    broken = True
+                    break
                 try:
                     record = self.read_commit(cid)
                 except Missing:
-                    break  # garbage-collected ancestor: history ends here
+                    broken = bool(chain)  # an ancestor gone (collected or deleted): history ends here
+                    break
                 except StoreError as exc:
                     bad.add(cid)
                     note(exc.message)
+                    broken = True
                     break
                 if run is not None and record.run != run:
                     break
@@ -409,6 +424,7 @@ class Store:
             base = seen[cid][0] + 1 if cid in seen else base
             for depth, record in enumerate(reversed(chain), start=base):
                 seen[record.id] = (depth, record)
+            return broken
 
         for run_id in [run] if run is not None else self._run_refs():
             try:
@@ -419,7 +435,8 @@ class Store:
             if cid is None:
                 continue
             before = len(seen)
-            walk(cid)
+            if walk(cid):
+                cut.add(run_id)
             if cid in seen:
                 heads[run_id] = seen[cid][1].time
             elif len(seen) == before and cid not in bad:
@@ -440,8 +457,8 @@ class Store:
                 continue
             if run is not None and record.run != run:
                 continue
-            if record.run in heads and record.time > heads[record.run]:
-                continue  # written after the run's durable head: its ref never moved there
+            if record.run in heads and (record.run not in cut or record.time > heads[record.run]):
+                continue  # a crash left it (its ref never moved there); the run's history is whole
             pieces.setdefault(record.run, []).append(record)
         for run_id, records in pieces.items():
             if run_id not in heads:
