@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", metavar="FILE", help="write every trial's result here")
+    parser.add_argument("--json", metavar="FILE", help="append each trial's result here as a JSON line, as it ends")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     started = time.monotonic()
@@ -204,6 +204,9 @@ def main(argv=None) -> int:
             what, outcome, detail = trial(base, folder, random.Random(rng.random()))
             results.append({"trial": number, "workload": base["name"], "damage": what, "outcome": outcome,
                             "detail": detail})
+            if args.json:
+                with open(args.json, "a") as out:
+                    out.write(json.dumps(results[-1]) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
             if outcome in FAILURES:
                 print(f"trial {number} ({base['name']}, {what}): {outcome}\n{detail}", file=sys.stderr)
@@ -217,8 +220,6 @@ def main(argv=None) -> int:
     failed = sum(v for k, v in totals.items() if k in FAILURES)
     print(f"\n{len(results)} trials in {time.monotonic() - started:.0f} s (seed {args.seed}): "
           + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())) + f"; {failed} failed")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
     return 1 if failed else 0
 
 

@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--kills", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, from: " + ", ".join(WORKLOADS))
-    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--json", metavar="FILE", help="append each trial's result here as a JSON line, as it ends")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
     rng = random.Random(args.seed)
@@ -138,13 +138,19 @@ def main(argv=None) -> int:
             if "/" not in script:
                 shutil.copy(SCRIPTS / script, work / script)
             references[name] = plain(work, Path(script).name, wargs)
-        for number in range(args.kills):
+        number = kills = 0
+        while kills < args.kills:  # a trial whose run finished before the kill landed does not count
             name = names[number % len(names)]
             folder = tmp / f"trial-{number}"
             folder.mkdir()
             label, outcome, detail = trial(name, references[name], folder, random.Random(rng.random()))
             results.append({"trial": number, "workload": name, "kill": label, "outcome": outcome, "detail": detail})
+            if args.json:
+                with open(args.json, "a") as out:
+                    out.write(json.dumps(results[-1]) + "\n")
             shutil.rmtree(folder, ignore_errors=True)
+            number += 1
+            kills += outcome != "finished-before-kill"
             if outcome in FAILURES:
                 print(f"trial {number} ({name}, {label}): {outcome}\n{detail}", file=sys.stderr)
     table: dict[tuple, Counter] = defaultdict(Counter)
@@ -154,10 +160,8 @@ def main(argv=None) -> int:
         print(f"{workload:20} {kill:22} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     totals = Counter(r["outcome"] for r in results)
     failed = sum(v for k, v in totals.items() if k in FAILURES)
-    print(f"\n{len(results)} kills in {time.monotonic() - started:.0f} s (seed {args.seed}): "
+    print(f"\n{kills} kills ({len(results)} trials) in {time.monotonic() - started:.0f} s (seed {args.seed}): "
           + ", ".join(f"{k} {v}" for k, v in sorted(totals.items())) + f"; {failed} failed")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
     return 1 if failed else 0
 
 

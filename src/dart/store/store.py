@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import xxhash
+
 from dart.errors import CorruptObjectError, RunBusyError, StoreError
 
 from . import codec
@@ -25,6 +27,7 @@ from .record import CommitRecord, decode_record, encode_record
 from .sign import key_from_environment, mac
 
 FORMAT = 1  #: of the store as a whole (store.json); commits carry versions of their own
+RUN_MAGIC = b"DARTRUN1 "
 
 
 def _is_hex(text: str) -> bool:
@@ -269,7 +272,11 @@ class Store:
         return f"runs/{run_id}.json"
 
     def _put_run(self, run: dict) -> None:
-        self.backend.put(self._run_key(run["id"]), [json.dumps(run, sort_keys=True, indent=1).encode()])
+        """A run file: a header line with the checksum of the JSON below it (run
+        files change, so unlike records they cannot be named by their hash)."""
+        body = json.dumps(run, sort_keys=True, indent=1).encode()
+        header = RUN_MAGIC + xxhash.xxh3_64_hexdigest(body).encode() + b"\n"
+        self.backend.put(self._run_key(run["id"]), [header, body])
 
     def create_run(self, info: dict) -> str:
         """Record a new run; return its id (time-sortable, UTC: YYYYmmdd-HHMMSS-<6 hex>)."""
@@ -281,12 +288,20 @@ class Store:
     def _read_run(self, key: str) -> dict:
         data = self.backend.get(key)
         where = self._where(key)
+        if data.startswith(RUN_MAGIC):  # since record version 2; older run files are bare JSON
+            header, _, data = data.partition(b"\n")
+            if header[len(RUN_MAGIC) :] != xxhash.xxh3_64_hexdigest(data).encode():
+                raise CorruptObjectError(f"run metadata {where} failed its checksum", next_step="damaged")
+        elif not data.lstrip().startswith(b"{"):
+            raise CorruptObjectError(f"run metadata {where} has a bad header", next_step="damaged")
         try:
             value = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise CorruptObjectError(f"run metadata {where} is not valid JSON ({exc})", next_step="damaged") from exc
         if not isinstance(value, dict):
             raise CorruptObjectError(f"run metadata {where} does not hold a JSON object", next_step="damaged")
+        if not isinstance(value.get("id"), str) or f"runs/{value['id']}.json" != key:
+            raise CorruptObjectError(f"run metadata {where} names another run ({value.get('id')!r})", next_step="damaged")
         return value
 
     def get_run(self, run_id: str) -> dict:
