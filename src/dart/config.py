@@ -116,28 +116,25 @@ def _packages(value, source: str) -> tuple[str, ...]:
     return names
 
 
-STORE_ERROR_CHOICES = ("warn", "stop")
-STORE_MODES = ("private", "group", "public")
+def _choice(what: str, choices: dict[str, str]):
+    """A parser for one of ``choices`` (value -> what it means)."""
+    def parse(value, source: str) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            options = " or ".join(f"'{k}' ({v})" for k, v in choices.items())
+            raise ConfigError(f"{source}: {value!r} is not {what}; use {options}")
+        return text
+
+    return parse
 
 
-def parse_store_mode(value, source: str) -> str:
-    text = str(value).strip().lower()
-    if text not in STORE_MODES:
-        raise ConfigError(
-            f"{source}: {value!r} is not a store mode; use 'private' (only you, the default), 'group' "
-            "(your group may read) or 'public' (everyone may read)"
-        )
-    return text
-
-
-def parse_on_store_error(value, source: str) -> str:
-    text = str(value).strip().lower()
-    if text not in STORE_ERROR_CHOICES:
-        raise ConfigError(
-            f"{source}: {value!r} is not a choice; use 'warn' (the program goes on, dart retries) or "
-            "'stop' (dart stops the program when commits cannot be written)"
-        )
-    return text
+parse_on_store_error = _choice("a choice", {
+    "warn": "the program goes on, dart retries",
+    "stop": "dart stops the program when commits cannot be written",
+})
+parse_store_mode = _choice("a store mode", {
+    "private": "only you, the default", "group": "your group may read", "public": "everyone may read",
+})
 
 
 def _flag(value, source: str) -> bool:

@@ -98,11 +98,14 @@ def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
     command = {"key": key, "script": str(script), "argv": list(args)}
     starting = _start_lease(store, key)
     try:
-        runs = store.find_runs(key)
-        if not runs and not options.fresh:
-            runs = store.recover_runs(key)  # run files lost: rebuilt from the commit records
-            for run in runs:
+        unreadable: list[str] = []
+        runs = [r for r in store.list_runs(damage=unreadable) if r.get("key") == key]
+        lost = unreadable or not runs or store.runs_without_file()
+        if lost and not options.fresh:
+            recovered = store.recover_runs(key)  # run files lost or damaged: rebuilt from the records
+            for run in recovered:
                 _warn(f"the run file of run {run['id']} was missing or damaged; rebuilt it from its commits")
+            runs = sorted(runs + recovered, key=lambda r: (r.get("created", 0.0), r.get("id", "")))
         if runs and not options.fresh and runs[-1].get("status") != "finished":
             last = runs[-1]
             lease = store.lock_run(last["id"])  # RunBusyError while it runs elsewhere
@@ -113,8 +116,8 @@ def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
                     _warn(f"store {store.location} is damaged: {problem}")
                 resumable = [c for c in commits if c.resumable]
                 if resumable:
-                    if damage and store.writable:
-                        store.repair_ref(f"runs/{last['id']}", commits[0].id)
+                    if damage and store.writable and _ref_of(store, last["id"]) != commits[0].id:
+                        store.repair_ref(f"runs/{last['id']}", commits[0].id)  # the flusher moves it from here
                     return RunPlan(store, last["id"], resumable[0], commits[0].id, lease, command, resumable[1:])
                 if damage:  # its history is there but damaged: starting over is the user's call
                     raise ResumeError(
@@ -132,6 +135,13 @@ def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
         return RunPlan(store, run_id, None, None, store.lock_run(run_id), command)
     finally:
         starting.release()
+
+
+def _ref_of(store: Store, run_id: str) -> str | None:
+    try:
+        return store.read_ref(f"runs/{run_id}")
+    except StoreError:
+        return None
 
 
 def _root_error(error: DartError) -> DartError:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 
 import pytest
 
 from conftest import (
+    DEADLINE,
     PYTHON,
     check_resumed,
     child_env,
@@ -229,3 +231,19 @@ def test_finished_stdout_identical_to_plain_python(tmp_path, reference_outputs):
     res = run(dart_cmd(script("train_numpy.py"), store=tmp_path / "store", every="0"), tmp_path)
     assert res.returncode == 0, res.describe()
     assert res.stdout == "\n".join(reference) + "\n"
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_two_starts_at_once_make_one_run(tmp_path, attempt):
+    """Started within the same instant on an empty store: one runs, the other is
+    told the run is already running (they race for one start lease)."""
+    store = tmp_path / "store"
+    cmd = [str(c) for c in dart_cmd(script("counter_while.py"), store=store, every="0")]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = [p.communicate(timeout=DEADLINE) + (p.returncode,) for p in procs]
+    codes = sorted(code for _, _, code in results)
+    assert codes == [0, 2], results
+    loser = next(err for _, err, code in results if code == 2)
+    assert "is already running in process" in loser and "dart: error:" in loser, loser
+    assert len(list((store / "runs").glob("*.json"))) == 1

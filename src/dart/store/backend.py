@@ -49,6 +49,25 @@ class Lease(ABC):
         self.release()
 
 
+class PlainLease(Lease):
+    """A lease that is only a flag (and what to do when it is given up)."""
+
+    def __init__(self, run_id: str, on_release=None) -> None:
+        self.run_id = run_id
+        self._on_release = on_release
+        self._held = True
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            if self._on_release is not None:
+                self._on_release()
+
+
 class Backend(ABC):
     #: where the store is, for messages and ``dart`` commands (a path or a URL)
     location: str

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from dart.errors import StoreError
 
-from .backend import Backend, Lease, LeaseHeld, Missing
+from .backend import Backend, Lease, LeaseHeld, Missing, PlainLease
 
 CRASH_EXIT_CODE = 70
 #: Permissions of what a store creates: who else may read it. A store's pickles
@@ -91,22 +91,6 @@ class RunLock(Lease):
 
     def __del__(self) -> None:
         self.release()
-
-
-class ReadOnlyLease(Lease):
-    """The lease of a run in a store this process cannot write: it can only
-    read (and resume) the run, never advance it, so there is nothing to exclude."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self._held = True
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        self._held = False
 
 
 class _FileLock:
@@ -371,7 +355,9 @@ class LocalBackend(Backend):
     def lease(self, run_id: str) -> Lease:
         path = self.path(f"locks/{run_id}.lock")
         if not self.writable:
-            return ReadOnlyLease(run_id)
+            # This process can read (and resume) the run but never advance it:
+            # there is nothing to exclude.
+            return PlainLease(run_id)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, self.file_mode)
         except OSError as exc:

@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from dart.errors import StoreError
 
-from .backend import Backend, Lease, LeaseHeld, Missing
+from .backend import Backend, Lease, LeaseHeld, Missing, PlainLease
 
 _SPACES: dict[str, "_Space"] = {}
 _SPACES_LOCK = threading.Lock()
@@ -23,23 +23,6 @@ class _Space:
         self.refs: dict[str, str] = {}
         self.leases: set[str] = set()
         self.lock = threading.Lock()
-
-
-class MemoryLease(Lease):
-    def __init__(self, space: _Space, run_id: str) -> None:
-        self._space = space
-        self.run_id = run_id
-        self._held = True
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            with self._space.lock:
-                self._space.leases.discard(self.run_id)
 
 
 class MemoryBackend(Backend):
@@ -118,9 +101,14 @@ class MemoryBackend(Backend):
             self._space.refs[name] = new
         return None
 
-    def lease(self, run_id: str) -> MemoryLease:
+    def lease(self, run_id: str) -> Lease:
         with self._space.lock:
             if run_id in self._space.leases:
                 raise LeaseHeld(run_id, f"process {os.getpid()}")
             self._space.leases.add(run_id)
-        return MemoryLease(self._space, run_id)
+
+        def release() -> None:
+            with self._space.lock:
+                self._space.leases.discard(run_id)
+
+        return PlainLease(run_id, release)

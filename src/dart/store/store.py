@@ -323,6 +323,10 @@ class Store:
         """The runs that have a run file (readable or not)."""
         return [k[len("runs/") : -len(".json")] for k in self.backend.list("runs/") if k.endswith(".json")]
 
+    def runs_without_file(self) -> list[str]:
+        """Runs that have a ref but no run file (it was deleted)."""
+        return sorted(set(self._run_refs()) - set(self.run_ids()))
+
     def list_runs(self, damage: list | None = None) -> list[dict]:
         """All runs with a readable run file, oldest first. A damaged run file is
         left out (and described in ``damage`` if given)."""
