@@ -18,7 +18,6 @@ and a script that dies from an exception, is fixed, and is run again.
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import subprocess
@@ -27,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from dart.store import open_store
 
 from conftest import (
     DEADLINE,
@@ -194,8 +195,8 @@ def kill_mid_commit(cmd, cwd: Path, store: Path) -> Result:
 
 
 def newest_run_finished(store: Path) -> bool:
-    runs = [json.loads(p.read_text()) for p in (store / "runs").glob("*.json")]
-    return bool(runs) and max(runs, key=lambda r: r["created"]).get("status") == "finished"
+    runs = open_store(store, create=False).list_runs() if (store / "store.json").exists() else []
+    return bool(runs) and runs[-1].get("status") == "finished"
 
 
 def commit_count(store: Path) -> int:

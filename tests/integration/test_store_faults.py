@@ -67,6 +67,34 @@ def test_full_disk_with_stop_then_resume_after_freeing_space(tmp_path, small_fs)
     assert any(lines[:m] + resumed.lines == plain.lines for m in range(len(lines) + 1)), resumed.describe()
 
 
+@pytest.fixture
+def ext4_fs(tmp_path):
+    """A 32 MiB ext4 filesystem on a loop device at tmp_path/ext4."""
+    image, mount = tmp_path / "ext4.img", tmp_path / "ext4"
+    mount.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(32 << 20)
+    made = subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], capture_output=True)
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mount)], capture_output=True) if made.returncode == 0 else made
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make and mount an ext4 loop device here: {mounted.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("every", ["0", "0.05"])
+def test_io_errors_keep_the_program_running(tmp_path, ext4_fs, every):
+    """The store's filesystem shuts down mid-run (EXT4_IOC_SHUTDOWN): every
+    write fails with EIO from then on."""
+    plain = run(plain_cmd(script(GROWING)), tmp_path)
+    store = ext4_fs / "store"
+    res = run(dart_cmd(script(GROWING), store=store, every=every), tmp_path, env=child_env(SHUT_DOWN_FS=str(ext4_fs)))
+    assert res.returncode == 0, res.describe()
+    assert res.stdout == plain.stdout
+    assert "Input/output error" in res.stderr and res.stderr.count("could not be written") == 1, res.describe()
+    assert_no_internal_traceback(res.stderr)
+
+
 def test_store_deleted_while_running(tmp_path):
     plain = run(plain_cmd(script(GROWING)), tmp_path)
     store = tmp_path / "store"

@@ -70,11 +70,35 @@ def read_header(f: BinaryIO, where: str) -> tuple[int, int]:
     return codec, length
 
 
+def _check_length(f: BinaryIO, codec: int, length: int, where: str) -> None:
+    """Refuse a header whose length the payload cannot have (before allocating it)."""
+    start = f.tell()
+    payload = f.seek(0, 2) - start
+    if codec == CODEC_RAW:
+        ok = payload == length
+    elif codec == CODEC_ZSTD:
+        f.seek(start)
+        try:
+            ok = zstandard.frame_content_size(f.read(18)) == length
+        except zstandard.ZstdError:
+            ok = False
+    else:
+        raise CorruptObjectError(f"object {where} has unknown codec {codec}", next_step="damaged")
+    f.seek(start)
+    if not ok:
+        raise CorruptObjectError(
+            f"object {where} is truncated or its header is damaged ({payload} bytes of payload for "
+            f"{length} bytes of data)",
+            next_step="damaged",
+        )
+
+
 def decode(f: BinaryIO, oid: str, where: str) -> bytearray:
     """The raw bytes of object ``oid`` read from ``f`` (at its start) into a new
     writable buffer, verified against the id. Raw payloads are read straight
     into it (no extra copy)."""
     codec, length = read_header(f, where)
+    _check_length(f, codec, length, where)
     data = bytearray(length)
     view = memoryview(data)
     got = 0
