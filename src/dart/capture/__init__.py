@@ -219,15 +219,17 @@ def snapshot(roots: Mapping[str, object], main_module: types.ModuleType | None =
 
 
 def restore_snapshot(cut: list, main_namespace: dict | None = None) -> dict[str, object]:
-    """The roots of :func:`snapshot`, as new objects."""
-    return assemble([(p.name, p.stream, [bytearray(b) for b in p.buffers]) for p in cut], main_namespace)
+    """The roots of :func:`snapshot` (or of pods still in memory), as new objects."""
+    def copy(buffer) -> bytearray:
+        return bytearray(buffer.raw() if isinstance(buffer, pickle.PickleBuffer) else buffer)
+
+    return assemble([(p.name, p.stream, [copy(b) for b in p.buffers]) for p in cut], main_namespace)
 
 
 def restore_pods(cut: list, main_namespace: dict | None = None) -> dict:
     """The roots dict from pods still in memory (their buffers copied): the
     in-memory inverse of :meth:`Capturer.capture`."""
-    parts = [(p.name, p.stream, [bytearray(b.raw()) for b in p.buffers]) for p in cut]
-    return _roots_from_pods(assemble(parts, main_namespace))
+    return _roots_from_pods(restore_snapshot(cut, main_namespace))
 
 
 def load_roots(store, record: dict, main_namespace: dict | None = None, state=None) -> dict:

@@ -17,7 +17,8 @@ DESCRIPTION = (
     "and list what is damaged and what is only garbage (objects no intact commit names, files a "
     "crash left). Exit status 0 when nothing is damaged, 1 when something is. With --repair, move "
     "each run's ref back to its newest intact commit, rebuild lost run files from the commit "
-    "records, and remove damaged records and objects and the garbage; an intact commit is never removed."
+    "records, and remove damaged records and objects and the garbage; an intact commit is never removed. "
+    "Repair a store while no run is writing to it (its temporary files would be taken for garbage)."
 )
 
 

@@ -26,7 +26,7 @@ from .record import CommitRecord
 
 @dataclass
 class Problem:
-    kind: str  #: "object", "record", "history", "ref", "run" or "garbage"
+    kind: str  #: "object", "record", "untrusted", "history", "ref", "run" or "garbage"
     name: str  #: the object id, commit id, ref name, run id or key
     what: str  #: what is wrong, in words
 
@@ -91,7 +91,9 @@ def check(store, objects: bool = True, progress=None) -> Report:
         try:
             record = store.read_commit(cid)
         except StoreError as exc:
-            report.problems.append(Problem("record", cid, exc.message))
+            # Not signed with the key given: maybe the wrong key, so never removed by repair.
+            kind = "untrusted" if exc.facts.get("unsigned") else "record"
+            report.problems.append(Problem(kind, cid, exc.message))
             continue
         reason = _damage(store, record, present, bad_objects, objects)
         if reason is not None:
@@ -178,7 +180,14 @@ def _damage(store, record: CommitRecord, present: set, bad: dict, verify: bool) 
 
 
 def repair(store, report: Report) -> list[str]:
-    """Mend what ``report`` found; returns what was done, in words."""
+    """Mend what ``report`` found; returns what was done, in words. Records that
+    fail only their signature are kept (the key may be the wrong one), and so
+    are the objects they name."""
+    if any(p.kind == "untrusted" for p in report.problems):
+        raise StoreError(
+            f"store {store.location} has records that are not signed with the key in use (DART_HMAC_KEY); "
+            "repair would remove them. Check the key, or unset it if the store was written without one"
+        )
     done = []
     for run_id, head in sorted(report.heads.items()):
         try:

@@ -312,7 +312,7 @@ class LocalBackend(Backend):
             rel = Path(dirpath).relative_to(self.root).as_posix()
             for name in files:
                 key = f"{rel}/{name}" if rel != "." else name
-                if key.startswith(prefix) and not name.endswith(".tmp"):
+                if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
 

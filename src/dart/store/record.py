@@ -136,12 +136,14 @@ def decode_record(data: bytes, where: str, expected_id: str | None = None, key: 
             raise CorruptObjectError(
                 f"commit record {where} is not signed, and this store is read with a key (DART_HMAC_KEY): "
                 "it was not written with that key or was replaced; refusing it. Unset the key to read "
-                "unsigned stores you trust"
+                "unsigned stores you trust",
+                unsigned=True,
             )
         if not matches(key, _signed_bytes(body), body["signature"]):
             raise CorruptObjectError(
                 f"commit record {where} has a signature that does not match the key (DART_HMAC_KEY): it was "
-                "tampered with or signed with another key; refusing it"
+                "tampered with or signed with another key; refusing it",
+                unsigned=True,
             )
     known = {k: v for k, v in body.items() if k in _FIELDS}
     extra = {k: v for k, v in body.items() if k not in _FIELDS and k != "id"}
