@@ -86,7 +86,8 @@ def killed_run(cmd, work: Path, rng: random.Random, nlines: int, kind: str) -> t
     return lines, f"SIGKILL after {after} lines + {delay:.2f} s"
 
 
-def trial(name: str, reference: list[str], folder: Path, rng: random.Random) -> tuple[str, str, str]:
+def trial(name: str, reference: list[str], folder: Path, rng: random.Random, kinds=("random", "random", "protocol")
+          ) -> tuple[str, str, str]:
     script, args, _ = WORKLOADS[name]
     work = folder / "work"
     shutil.copytree(SCRIPTS / Path(script).parent, work) if "/" in script else work.mkdir()
@@ -94,7 +95,7 @@ def trial(name: str, reference: list[str], folder: Path, rng: random.Random) -> 
         shutil.copy(SCRIPTS / script, work / script)
     local = Path(script).name
     every = rng.choice(["0", "0", "0.2"])
-    kind = rng.choice(["random", "random", "protocol"])
+    kind = rng.choice(list(kinds))
     cmd = [sys.executable, "-m", "dart", "run", "--store", ".dart", "--every", every, local, *args]
     killed, how = killed_run(cmd, work, rng, len(reference), kind)
     label = f"{kind} every={every}"
@@ -122,6 +123,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kills", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated, from: " + ", ".join(WORKLOADS))
+    parser.add_argument("--kinds", default="random,random,protocol",
+                        help="kill kinds to draw from (random, protocol; repeat one to weigh it)")
     parser.add_argument("--json", metavar="FILE", help="append each trial's result here as a JSON line, as it ends")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
@@ -143,7 +146,8 @@ def main(argv=None) -> int:
             name = names[number % len(names)]
             folder = tmp / f"trial-{number}"
             folder.mkdir()
-            label, outcome, detail = trial(name, references[name], folder, random.Random(rng.random()))
+            kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+            label, outcome, detail = trial(name, references[name], folder, random.Random(rng.random()), kinds)
             results.append({"trial": number, "workload": name, "kill": label, "outcome": outcome, "detail": detail})
             if args.json:
                 with open(args.json, "a") as out:

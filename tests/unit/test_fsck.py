@@ -93,3 +93,16 @@ def test_repair_refuses_with_records_not_signed_by_the_key(tmp_path):
     with pytest.raises(StoreError, match="not signed with the key"):
         repair(keyed, report)
     assert len(store.commit_ids()) == 1
+
+
+def test_a_crash_before_the_first_ref_is_not_damage(tmp_path):
+    """Record written, ref not yet (the protocol's last step): a note, and
+    repair writes the ref."""
+    store = Store(tmp_path / "s")
+    run, ids = _run(store, n=1)
+    (store.root / "refs" / "runs" / run).unlink()
+    report = check(store)
+    assert report.clean and [n.kind for n in report.notes] == ["ref"], report.problems
+    assert [r.id for r in store.log(run)] == ids  # log uses the complete commit
+    repair(store, report)
+    assert store.read_ref(f"runs/{run}") == ids[0] and not check(store).notes

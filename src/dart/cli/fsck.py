@@ -56,7 +56,7 @@ def main(args) -> int:
     else:
         report = check(store, objects=not args.quick)
     actions = []
-    if args.repair and (report.problems or report.garbage):
+    if args.repair and (report.problems or report.garbage or report.notes):
         actions = repair(store, report)
         report = check(store, objects=not args.quick)
     if args.json:
@@ -69,6 +69,8 @@ def main(args) -> int:
         print(f"damaged: {problem}")
     for item in report.garbage:
         print(f"garbage: {item}")
+    for item in report.notes:
+        print(f"note: {item}")
     runs = sum(1 for head in report.heads.values() if head)
     verdict = "no damage" if report.clean else f"{len(report.problems)} damaged part(s)"
     print(

@@ -39,6 +39,7 @@ class Report:
     intact: dict[str, CommitRecord] = field(default_factory=dict)  #: commit id -> record
     problems: list[Problem] = field(default_factory=list)  #: damage (not garbage)
     garbage: list[Problem] = field(default_factory=list)  #: unreferenced objects, leftovers
+    notes: list[Problem] = field(default_factory=list)  #: what a crash leaves that is not damage
     heads: dict[str, str | None] = field(default_factory=dict)  #: run -> newest intact commit
     objects_checked: int = 0
 
@@ -54,6 +55,7 @@ class Report:
             "heads": self.heads,
             "problems": [vars(p) for p in self.problems],
             "garbage": [vars(p) for p in self.garbage],
+            "notes": [vars(p) for p in self.notes],
         }
 
 
@@ -135,7 +137,16 @@ def check(store, objects: bool = True, progress=None) -> Report:
             report.problems.append(Problem("ref", f"runs/{run_id}", exc.message))
             continue
         if raw is None:
-            if newest is not None:
+            own = by_run.get(run_id, [])
+            if len(own) == 1 and own[0].parent is None:
+                # The commit protocol writes the record, then the ref: a crash between the
+                # two at a run's first commit leaves exactly this. Not damage.
+                report.notes.append(Problem(
+                    "ref", f"runs/{run_id}",
+                    f"not written yet: the run's first commit {newest.id} is complete, but a crash came before "
+                    "its ref; log and resume use that commit, --repair writes the ref",
+                ))
+            elif newest is not None:
                 report.problems.append(Problem("ref", f"runs/{run_id}", f"missing; its newest intact commit is {newest.id}"))
         elif raw not in records:
             where = "a commit that is damaged or missing" if _is_commit_id(raw) else "no valid commit id"
