@@ -95,10 +95,11 @@ def test_io_errors_keep_the_program_running(tmp_path, ext4_fs, every):
     assert_no_internal_traceback(res.stderr)
 
 
-def test_store_deleted_while_running(tmp_path):
+@pytest.mark.parametrize("every", ["0", "0.05"])
+def test_store_deleted_while_running(tmp_path, every):
     plain = run(plain_cmd(script(GROWING)), tmp_path)
     store = tmp_path / "store"
-    res = run(dart_cmd(script(GROWING), store=store, every="0"), tmp_path, env=child_env(DELETE_STORE=str(store)))
+    res = run(dart_cmd(script(GROWING), store=store, every=every), tmp_path, env=child_env(DELETE_STORE=str(store)))
     assert res.returncode == 0, res.describe()
     assert res.stdout == plain.stdout
     assert res.stderr.count("could not be written") == 1, res.describe()
