@@ -26,15 +26,26 @@ SCRIPT = textwrap.dedent(
 )
 
 
+#: seconds a program may take to end after Ctrl-C (it drains one commit)
+AFTER_INTERRUPT = 30
+
+
 def _interrupt(cmd, cwd, env):
-    """Start ``cmd``, wait for its second line, then send SIGINT (as Ctrl-C does)."""
+    """Start ``cmd``, wait for its third line, then send SIGINT (as Ctrl-C does).
+    If it does not end, dump its threads (faulthandler, SIGABRT) into the failure."""
+    env = dict(env, PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        proc.stdout.readline()
-        proc.stdout.readline()
+        for _ in range(3):
+            proc.stdout.readline()
         time.sleep(0.3)  # with a 1 s flush delay, the program is waiting for a commit now
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=DEADLINE)
+        try:
+            out, err = proc.communicate(timeout=AFTER_INTERRUPT)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=DEADLINE)
+            pytest.fail(f"the program did not end within {AFTER_INTERRUPT} s of Ctrl-C; its threads:\n{err[-6000:]}")
     finally:
         proc.kill()
     return proc.returncode, err
