@@ -34,7 +34,10 @@ def _interrupt(cmd, cwd, env):
     """Start ``cmd``, wait for its third line, then send SIGINT (as Ctrl-C does).
     If it does not end, dump its threads (faulthandler, SIGABRT) into the failure."""
     env = dict(env, PYTHONFAULTHANDLER="1")
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A test run started in the background by a shell inherits SIGINT ignored, and a
+    # Python that starts with SIGINT ignored keeps ignoring it: give the child Ctrl-C back.
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for _ in range(3):
             proc.stdout.readline()
