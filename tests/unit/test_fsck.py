@@ -16,7 +16,7 @@ def _run(store, n=3, key="k"):
     ids = []
     with CommitWriter(store, run, None, staging=8 << 20) as writer:
         for i in range(n):
-            ids.append(writer.commit(snapshot({f"g:x": list(range(i * 1000, i * 1000 + 20_000))}),
+            ids.append(writer.commit(snapshot({"g:x": list(range(i * 1000, i * 1000 + 20_000))}),
                                      {"message": str(i), "position": {}, "resumable": True,
                                       "command": {"key": key, "script": "s.py", "argv": []}}).wait(30))
     return run, ids
