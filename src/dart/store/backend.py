@@ -134,6 +134,3 @@ class Backend(ABC):
         """Who owns the store when it is not the user of this process (loading it
         runs code from its pickles), else None."""
         return None
-
-    def close(self) -> None:
-        """Let go of what the backend holds open."""

@@ -192,7 +192,6 @@ class Store:
         key = self._commit_key(cid)
         return decode_record(self.backend.get(key), self._where(key), expected_id=cid, key=self.key)
 
-    _load_commit = read_commit
 
     def commit_ids(self) -> list[str]:
         """Every stored record's id (names that are no commit id are left out)."""
@@ -229,7 +228,7 @@ class Store:
         """The commit record named by a full id, a unique prefix (4+ chars) or a run id."""
         cid = self.resolve(ref_or_prefix)
         try:
-            return self._load_commit(cid)
+            return self.read_commit(cid)
         except Missing:
             raise StoreError(
                 f"no commit {cid} in store {self.location} (named by {ref_or_prefix})",
