@@ -149,6 +149,11 @@ def _make_function(code_bytes, module_name, name, qualname, defaults, kwdefaults
     import marshal
 
     module = sys.modules.get(module_name)
+    if module is None and module_name != "__main__":
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            module = None
     namespace = module.__dict__ if module is not None else {"__name__": module_name}
     function = types.FunctionType(marshal.loads(code_bytes), namespace, name, defaults, cells)
     function.__qualname__ = qualname
@@ -178,23 +183,19 @@ def _plain_metaclasses() -> tuple:
 
 _PLAIN_METACLASSES = _plain_metaclasses()
 
-_definitions_cache: dict[str, tuple[float, frozenset | None]] = {}
+_definitions_cache: dict[str, frozenset | None] = {}
 
 
 def _top_level_definitions(path) -> frozenset | None:
     """The names bound by the top-level ``def`` and ``class`` statements of the
-    source file ``path`` (None if it cannot be read), cached by modification time."""
+    source file ``path`` (None if it cannot be read). Read once per process: the
+    running module was made from the source as it was then."""
     import ast
 
     if not isinstance(path, str):
         return None
-    try:
-        mtime = os.stat(path).st_mtime
-    except OSError:
-        return None
-    cached = _definitions_cache.get(path)
-    if cached is not None and cached[0] == mtime:
-        return cached[1]
+    if path in _definitions_cache:
+        return _definitions_cache[path]
     try:
         with open(path, "rb") as f:
             tree = ast.parse(f.read())
@@ -203,8 +204,11 @@ def _top_level_definitions(path) -> frozenset | None:
         )
     except (OSError, SyntaxError, ValueError):
         names = None
-    _definitions_cache[path] = (mtime, names)
+    _definitions_cache[path] = names
     return names
+
+
+_user_modules: dict[tuple, bool] = {}
 
 
 def _empty_cell():
@@ -275,7 +279,13 @@ class StatePickler(pickle.Pickler):
         main_path = getattr(self._main, "__file__", None) if self._main is not None else None
         if not isinstance(path, str) or not isinstance(main_path, str):
             return False
-        return os.path.dirname(os.path.abspath(path)).startswith(os.path.dirname(os.path.abspath(main_path)))
+        key = (path, main_path)
+        known = _user_modules.get(key)
+        if known is None:
+            known = _user_modules[key] = os.path.dirname(os.path.abspath(path)).startswith(
+                os.path.dirname(os.path.abspath(main_path))
+            )
+        return known
 
     def _by_value(self, obj) -> bool:
         """Must this function or class of the user's code be saved by value? Yes
@@ -283,6 +293,8 @@ class StatePickler(pickle.Pickler):
         what resume runs again before loading: a closure, a lambda, or one
         defined in a loop body, a branch or a function is not found by name then."""
         qualname = obj.__qualname__
+        if isinstance(obj, types.FunctionType) and ("<locals>" in qualname or "<lambda>" in qualname):
+            return True  # library ones too: argparse keeps a local function in every parser
         if not self._user_module(obj.__module__ or ""):
             return False
         if "<locals>" in qualname or "<lambda>" in qualname:
