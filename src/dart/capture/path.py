@@ -45,8 +45,8 @@ class FrameSpot:
     # For a decorator wrapper written in user code (a closure): the qualname of
     # the function it decorates, where resume finds the wrapper object again.
     route: str | None = None
-    # A caller whose call's arguments call something: the call's source position,
-    # so that resume re-runs the statement with placeholder arguments.
+    # A caller whose call's arguments call something: the call's position in its
+    # statement (call_position), so that resume re-runs it with placeholder arguments.
     blank: list | None = None
 
     @property
@@ -101,8 +101,10 @@ def blanked_arguments(call: ast.Call) -> bool:
     return any(_calls_in(value) for value in _argument_values(call))
 
 
-def call_position(call: ast.Call) -> list[int]:
-    return [call.lineno, call.end_lineno, call.col_offset, call.end_col_offset]
+def call_position(call: ast.Call, stmt: ast.stmt) -> list[int]:
+    """Where ``call`` is in ``stmt``: lines counted from the statement's first
+    (so that an edit above the statement does not lose it), columns as they are."""
+    return [call.lineno - stmt.lineno, call.end_lineno - stmt.lineno, call.col_offset, call.end_col_offset]
 
 
 def call_statement(stmt: ast.stmt | None) -> ast.Call | None:
@@ -173,7 +175,7 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
         path = stmt._dart_path
         if any(spot.frame is not None and spot.frame.f_code is caller.f_code for spot in spots):
             raise NotContinuable(f"{caller.f_code.co_qualname}() is on the call path twice (recursion)")
-        blank = call_position(target) if blanked_arguments(target) else None
+        blank = call_position(target, stmt) if blanked_arguments(target) else None
         spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.loops_at(caller.f_lasti), blank=blank))
         decorated = caller.f_code.co_qualname
         if sites.def_path is None:

@@ -125,16 +125,23 @@ def _path(position: dict) -> Path:
 
 
 def blank_arguments(stmt: ast.stmt, position) -> None:
-    """Replace the arguments of the call at source ``position`` in ``stmt`` with
-    ``None``: the resumed callee restores its parameters from the commit, so
+    """Replace the arguments of the call at ``position`` in ``stmt`` (lines from
+    the statement's first, see ``capture.path.call_position``) with ``None``: the
+    resumed callee restores its parameters from the commit, so
     ``self.head(self.body(x))`` must not run ``self.body(x)`` again."""
+    first = stmt.lineno
     for node in ast.walk(stmt):
-        if isinstance(node, ast.Call) and [node.lineno, node.end_lineno, node.col_offset, node.end_col_offset] == list(position):
+        here = [node.lineno - first, node.end_lineno - first, node.col_offset, node.end_col_offset] if isinstance(node, ast.Call) else None
+        if here == list(position):
             node.args = [ast.copy_location(ast.Constant(None), arg) for arg in node.args]
             for keyword in node.keywords:
                 keyword.value = ast.copy_location(ast.Constant(None), keyword.value)
             return
-    raise ResumeError(f"the call at line {position[0]} is no longer where the commit saw it")
+    raise ResumeError(
+        f"the statement at line {first} was edited since the commit: the call dart was in is no longer "
+        "there (undo that edit to resume)",
+        next_step="fresh",
+    )
 
 
 class _Builder:
