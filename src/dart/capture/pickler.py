@@ -12,6 +12,8 @@ restore as one object. On top of plain pickle:
   of its module defines (a closure, a lambda, one defined in a loop body, a
   branch or ``main()``) is saved by value (marshal'd code, defaults, cells; a
   class's namespace), since resume can only find top-level ones by name;
+* a torch optimizer is saved with all its attributes (torch's own pickling
+  keeps only defaults, state and param_groups);
 * a torch DataLoader iterator is saved as how to re-create it (see dataloader.py);
 * a CPU torch tensor is saved as (storage, offset, size, stride, dtype), its
   storage's bytes out of band and once per storage, so views and tensors that
@@ -20,6 +22,7 @@ restore as one object. On top of plain pickle:
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import io
 import os
@@ -368,6 +371,10 @@ class StatePickler(pickle.Pickler):
         if torch is not None:
             if isinstance(obj, torch.Tensor):
                 return self._reduce_tensor(obj, torch)
+            if isinstance(obj, torch.optim.Optimizer):
+                # Its __getstate__ keeps three fields; an optimizer's own (LBFGS's
+                # _params, a subclass's counters) would be lost.
+                return copyreg.__newobj__, (type(obj),), dict(obj.__dict__)
             loaders = sys.modules.get(dataloader.MODULE)
             if loaders is not None:
                 if isinstance(obj, loaders._BaseDataLoaderIter):
