@@ -113,6 +113,9 @@ def _pos(call: ast.Call):
         ("f(*g())", "f", False, False),
         ("f(**g())", "f", False, False),
         ("r = [f(c) for c in cs]", "f", False, False),
+        ("fit([load(p) for p in paths], key=lambda v: v)", "fit", True, True),
+        ("fit(sorted(xs, key=lambda v: -v))", "fit", True, True),
+        ("r = fit(x) + sum(g(y) for y in ys)", "fit", False, False),
     ],
 )
 def test_which_statements_can_be_re_run(source, callee, ok, blanked):

@@ -73,12 +73,11 @@ def call_on_path(stmt: ast.stmt | None, pos) -> ast.Call | None:
     """The call at source position ``pos`` in ``stmt`` if re-running ``stmt``
     can reach it without running anything twice: every other call in the
     statement must enclose it (those run after it returns, e.g.
-    ``print(train())``) or be inside its arguments (``self.head(self.body(x))``:
-    resume passes placeholders instead, see :func:`blanked_arguments`, since the
-    resumed callee restores its parameters from the commit)."""
+    ``print(train())``) or be inside its arguments (``self.head(self.body(x))``,
+    ``fit([load(p) for p in paths])``: resume passes placeholders instead, see
+    :func:`blanked_arguments`, since the resumed callee restores its parameters
+    from the commit). Lambdas and comprehensions are allowed only there too."""
     if stmt is None or isinstance(stmt, (ast.For, ast.While, ast.If, ast.With, ast.Try, ast.TryStar, ast.Match)):
-        return None
-    if any(isinstance(node, _SCOPES) for node in ast.walk(stmt)):
         return None
     calls = _calls_in(stmt)
     target = next(
@@ -86,19 +85,27 @@ def call_on_path(stmt: ast.stmt | None, pos) -> ast.Call | None:
     )
     if target is None:
         return None
-    allowed = {id(c) for c in calls if any(inner is target for inner in ast.walk(c))}
+    in_arguments: set[int] = set()
     for value in _argument_values(target):
-        inner = _calls_in(value)
-        if inner and (isinstance(value, ast.Starred) or any(k.arg is None and k.value is value for k in target.keywords)):
+        inner = list(ast.walk(value))
+        if any(isinstance(n, ast.Call) for n in inner) and (
+            isinstance(value, ast.Starred) or any(k.arg is None and k.value is value for k in target.keywords)
+        ):
             return None  # ``f(*g())``: how many placeholders is not known
-        allowed.update(id(c) for c in inner)
+        in_arguments.update(id(n) for n in inner)
+    if any(isinstance(n, _SCOPES) and id(n) not in in_arguments for n in ast.walk(stmt)):
+        return None
+    allowed = {id(c) for c in calls if any(inner is target for inner in ast.walk(c))} | in_arguments
     return target if all(id(c) in allowed for c in calls) else None
 
 
 def blanked_arguments(call: ast.Call) -> bool:
-    """Do the arguments of ``call`` call something (so that resume must pass
-    placeholders rather than evaluate them again)?"""
-    return any(_calls_in(value) for value in _argument_values(call))
+    """Do the arguments of ``call`` call something or hold a lambda or a
+    comprehension (so that resume must pass placeholders rather than evaluate
+    them again)?"""
+    return any(
+        isinstance(n, (ast.Call, *_SCOPES)) for value in _argument_values(call) for n in ast.walk(value)
+    )
 
 
 def call_position(call: ast.Call, stmt: ast.stmt) -> list[int]:
