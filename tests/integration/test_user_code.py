@@ -3,8 +3,10 @@ training loop; killed runs resume inside it, also after the module was edited.""
 
 from __future__ import annotations
 
+import os
+
 import pytest
-from conftest import PYTHON, child_env, dart_cmd, plain_cmd, run, run_and_kill
+from conftest import PYTHON, check_resumed, child_env, dart_cmd, plain_cmd, run, run_and_kill
 
 TRAINER = '''import random
 import time
@@ -103,3 +105,62 @@ def test_local_modules_can_be_switched_off(project):
     assert result.returncode == 0 and result.lines == reference, result.describe()
     log = run([PYTHON, "-m", "dart", "log", "--store", str(folder / ".dart"), "--json"], folder)
     assert "Trainer.fit" not in log.stdout, log.stdout[:2000]
+
+
+LAUNCHER = '''import sys
+
+
+def cli(component):
+    """A pass-through launcher in the style of fire.Fire / tyro.cli: parses
+    argv, then calls the user's function once, two frames down."""
+    return _dispatch(component, sys.argv[1:])
+
+
+def _dispatch(component, argv):
+    options = dict(arg.split("=", 1) for arg in argv)
+    return component(**{k: int(v) for k, v in options.items()})
+'''
+
+LAUNCHED = '''import hashlib
+import random
+import time
+
+from launcher import cli
+
+
+def train(epochs, steps):
+    random.seed(3)
+    total = 0.0
+    for epoch in range(epochs):
+        for step in range(steps):
+            total += random.random()
+            time.sleep(0.02)
+        print("epoch", epoch, round(total, 6), flush=True)
+    print("sha256", hashlib.sha256(repr((total, random.random())).encode()).hexdigest())
+
+
+if __name__ == "__main__":
+    cli(train)
+'''
+
+
+@pytest.mark.slow
+def test_resume_through_a_pass_through_launcher(tmp_path):
+    """``cli(train)`` where cli is library code that calls train through frames
+    that all hold it: commits happen inside train and the re-run resumes there."""
+    lib, project = tmp_path / "lib", tmp_path / "project"
+    lib.mkdir()
+    project.mkdir()
+    (lib / "launcher.py").write_text(LAUNCHER)
+    (project / "main.py").write_text(LAUNCHED)
+    env = child_env(PYTHONPATH=os.pathsep.join(filter(None, [str(lib), os.environ.get("PYTHONPATH")])))
+    args = ("epochs=8", "steps=5")
+    reference = run(plain_cmd(project / "main.py", *args), project, env=env).lines
+    assert len(reference) == 9
+    store = project / ".dart"
+    cmd = dart_cmd(project / "main.py", *args, store=store, every="0")
+    killed = run_and_kill(cmd, project, env=env, after_lines=4, extra_delay=0.05)
+    assert "dart cannot continue" not in killed.stderr, killed.describe()
+    resumed = run(cmd, project, env=env)
+    assert "train() for@" in resumed.stderr, resumed.describe()  # resumed inside train's loop
+    check_resumed(reference, killed, resumed, max_repeated=1)

@@ -153,12 +153,15 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
         raise NotContinuable("functions defined inside other functions cannot be resumed yet")
     callee, caller = frame, frame.f_back
     decorated = frame.f_code.co_qualname
+    user_callee = frame.f_code  # the user function a chain of library frames leads to
     while caller is not None:
         sites = watched.get(caller.f_code)
         if sites is None or "<locals>" in caller.f_code.co_qualname:
             # Library code, or a closure of the script: fine if it is a wrapper
-            # holding the function it calls (a decorator).
-            if not _wraps(caller, callee.f_code):
+            # holding the function it calls (a decorator), or one of several
+            # frames that all hold the user function they lead to (a launcher
+            # such as fire.Fire(main): re-running the call runs them again).
+            if not (_wraps(caller, callee.f_code) or _wraps(caller, user_callee)):
                 raise NotContinuable(
                     f"{callee.f_code.co_qualname}() is called by {caller.f_code.co_qualname}() "
                     f"({caller.f_code.co_filename}), which dart cannot continue"
@@ -184,6 +187,7 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
             raise NotContinuable(f"{caller.f_code.co_qualname}() is on the call path twice (recursion)")
         blank = call_position(target, stmt) if blanked_arguments(target) else None
         spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.loops_at(caller.f_lasti), blank=blank))
+        user_callee = caller.f_code
         decorated = caller.f_code.co_qualname
         if sites.def_path is None:
             spots.reverse()
