@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from dart.store import open_store
 from conftest import PYTHON, check_resumed, child_env, dart_cmd, plain_cmd, run, run_and_kill
 
 TRAINER = '''import random
@@ -89,7 +90,19 @@ def test_edited_module_resumes_with_the_edit(project):
 def test_a_changed_saved_loop_is_named_and_fresh_suggested(project):
     folder, _ = project
     cmd = dart_cmd(folder / "main.py", store=folder / ".dart", every="0")
-    run_and_kill(cmd, folder, after_lines=2, extra_delay=0.05)
+
+    def inside_the_inner_loop(lines) -> bool:
+        # The newest durable commit is in the loop the edit below changes (a
+        # commit at the end of an epoch, in the outer loop, would still resume).
+        if len(lines) < 2:
+            return False
+        try:
+            newest = open_store(folder / ".dart", create=False).log()[:1]
+        except Exception:  # the store is being written: look again
+            return False
+        return bool(newest) and "for@12" in newest[0].where
+
+    run_and_kill(cmd, folder, predicate=inside_the_inner_loop)
     (folder / "trainer.py").write_text(TRAINER.replace("range(self.steps)", "range(self.steps + 1)"))
     resumed = run(cmd, folder)
     assert resumed.returncode == 2, resumed.describe()
