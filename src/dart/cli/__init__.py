@@ -24,6 +24,12 @@ COMMANDS = {
     "run": "dart.cli.run",
     "log": "dart.cli.log",
     "fsck": "dart.cli.fsck",
+    "runs": "dart.cli.runs",
+    "show": "dart.cli.show",
+    "diff": "dart.cli.diff",
+    "tag": "dart.cli.tag",
+    "checkout": "dart.cli.checkout",
+    "gc": "dart.cli.gc",
 }
 
 

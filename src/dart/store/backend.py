@@ -124,6 +124,14 @@ class Backend(ABC):
         """Set ref ``name`` to ``new`` if it still holds ``expected`` (None: absent).
         Returns None on success, else the value it holds now (nothing written)."""
 
+    def delete_ref(self, name: str, expected: str) -> str | None:
+        """Remove ref ``name`` if it still holds ``expected`` (tags are deleted;
+        run refs never are). Returns None on success, else the value it holds now
+        (None too if it is already gone). A backend that cannot delete refs says so."""
+        from dart.errors import StoreError
+
+        raise StoreError(f"store {self.location} cannot delete refs (its backend does not implement delete_ref)")
+
     # -- run leases ------------------------------------------------------------------
     @abstractmethod
     def lease(self, run_id: str) -> Lease:

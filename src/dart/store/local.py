@@ -350,6 +350,15 @@ class LocalBackend(Backend):
             self.put(f"refs/{name}", [new.encode() + b"\n"], step="ref")
         return None
 
+    def delete_ref(self, name: str, expected: str) -> str | None:
+        with _FileLock(self.root / "locks" / "refs.lock", self.file_mode):
+            current = self.read_ref(name)
+            if current != expected:
+                return current
+            self.delete(f"refs/{name}")
+            _fsync_dir(self._ref_path(name).parent)
+        return None
+
     # ------------------------------------------------------------------ leases
 
     def lease(self, run_id: str) -> Lease:
