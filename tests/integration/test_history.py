@@ -103,18 +103,18 @@ def test_show_groups_frame_locals_and_load_returns_them_in_another_process(torch
     assert local["model"]["type"] == "torch.nn.modules.container.Sequential"
     assert local["step"]["value"] == 3
     assert local["x"]["shape"] == [16, 4]
-    # Another process loads the frame-local model; it equals the model at that commit
-    # (which, after step 3, gives the loss the uninterrupted run printed for step 4).
+    # Another process loads the frame-local model; it equals the model at that commit:
+    # applied to step 4's batch (a local of the next commit) it gives the loss the
+    # uninterrupted run printed for step 4 (computed before step 4's update).
+    after = next(c for c in st.log() if "step=4]" in c.where)
     code = (
-        "import sys, torch, dart\n"
+        "import dart\n"
         f"v = dart.load({commit.id!r}, store={str(store)!r})\n"
         "model = v.frames['main']['model']\n"
         f"same = dart.load({commit.id!r}, names=['main.model', 'main.trainer'], store={str(store)!r}, run_source=True)\n"
         "assert same['main.trainer'].model is same['main.model']\n"
-        "torch.manual_seed(0)\n"
-        "for _ in range(5): x = torch.randn(16, 4)\n"  # the 5th draw: step 4's batch
-        "y = (x @ torch.linspace(-1.0, 1.0, 4)).unsqueeze(1)\n"
-        "print(repr(((model(x) - y) ** 2).mean().item()))\n"
+        f"batch = dart.load({after.id!r}, names=['main.x', 'main.y'], store={str(store)!r})\n"
+        "print(repr(((model(batch['main.x']) - batch['main.y']) ** 2).mean().item()))\n"
     )
     res = run([PYTHON, "-c", code], cwd=folder)
     assert res.returncode == 0, res.describe()
@@ -207,7 +207,7 @@ def test_diff_reports_arrays_elements_and_per_parameter(numpy_store, torch_store
     st = open_store(store, create=False)
     run_id = st.list_runs()[0]["id"]
     own = list(reversed(st.log(run=run_id)))
-    a, b = own[2], own[6]
+    a, b = own[len(own) // 3], own[-2]
     out = dart_json(folder, "diff", "--store", store, a.id, b.id)
     changes = {(c["frame"], c["name"]): c for c in out["changes"]}
     from dart import load

@@ -143,8 +143,8 @@ def environment_differences(recorded: dict, needed: set[str] | None = None) -> t
             if needed is None or name in needed:
                 breaking.append(f"module {name} ({then} when the commit was made) is not installed here")
             continue
-        if not now or now == then:
-            continue
+        if not now or now.split("+", 1)[0] == then.split("+", 1)[0]:
+            continue  # the same release (a local build tag such as +cu130 is not always reported)
         sentence = f"module {name} was {then} when the commit was made and is {now} here"
         if _major(now) != _major(then) and (needed is None or name in needed):
             breaking.append(sentence + " (another major version)")

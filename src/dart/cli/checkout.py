@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--script", metavar="SCRIPT", help="run this script instead of the commit's")
     parser.add_argument("--every", metavar="SECONDS|never", help="commit interval, as for `dart run`")
     parser.add_argument("-q", "--quiet", action="store_true", help="no line on stderr when the run resumes")
-    parser.add_argument("args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for the script")
+    parser.add_argument("args", nargs="*", metavar="ARGS",
+                        help="arguments for the script, after -- (default: the commit's)")
 
 
 def main(args) -> int:
@@ -36,8 +37,7 @@ def main(args) -> int:
     script = args.script or record.source.get("file") or record.command.get("script")
     if not script:
         raise ScriptError(f"commit {record.short} does not say which script made it; pass --script SCRIPT")
-    extra = args.args[1:] if args.args[:1] == ["--"] else args.args
-    argv = extra if extra else list(record.command.get("argv") or [])
+    argv = args.args if args.args else list(record.command.get("argv") or [])
     if args.quiet:
         os.environ["DART_QUIET"] = "1"
     return run_script(script, argv, options, at=record.id)

@@ -26,8 +26,19 @@ def add_arguments(log: argparse.ArgumentParser) -> None:
 
 def entries(store: Store, run: str | None = None, limit: int | None = None, damage: list | None = None) -> list[dict]:
     """The commits as the JSON form shows them (stable keys for tools)."""
+    from ..history.address import tags_by_commit
+
     out = []
-    for record in store.log(run=run, damage=damage)[: limit if limit else None]:
+    tagged = tags_by_commit(store)
+    records = store.log(run=run, damage=damage)
+    run_of = {r.id: r.run for r in records}
+    for record in records[: limit if limit else None]:
+        parent_run = run_of.get(record.parent) if record.parent else None
+        if record.parent and parent_run is None:
+            try:
+                parent_run = store.read_commit(record.parent).run
+            except Exception:
+                parent_run = None
         out.append(
             {
                 "id": record.id,
@@ -40,6 +51,9 @@ def entries(store: Store, run: str | None = None, limit: int | None = None, dama
                 "bytes_written": record.bytes_written,
                 "durable": True,  # log lists only commits reachable from a ref
                 "resumable": record.resumable,
+                "tags": tagged.get(record.id, []),
+                # the first commit of a run started from a past commit of another run
+                "branched_from": record.parent if parent_run is not None and parent_run != record.run else None,
             }
         )
     return out
@@ -67,11 +81,22 @@ def main(args) -> int:
     if not rows:
         print(f"no commits in {store.location}")
         return 0
-    table = [("COMMIT", "TIME", "RUN", "POSITION", "WRITTEN", "MESSAGE")]
+    # The graph: one lane per run (a branch is a run started from a past commit).
+    lanes = sorted({row["run"] for row in rows}, key=lambda r: min(x["time"] for x in rows if x["run"] == r))
+    table = [("GRAPH" if len(lanes) > 1 else "", "COMMIT", "TIME", "RUN", "POSITION", "WRITTEN", "MESSAGE")]
     for row in rows:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["time"])) if row["time"] else "?"
+        lane = lanes.index(row["run"])
+        graph = " ".join("*" if i == lane else "|" for i in range(len(lanes))) if len(lanes) > 1 else ""
+        notes = [row["message"] or ""]
+        if row["tags"]:
+            notes.append(f"[{', '.join(row['tags'])}]")
+        if row["branched_from"]:
+            graph = graph.replace("*", "*/")
+            notes.append(f"(branched from {row['branched_from'][:12]})")
         table.append(
-            (row["id"][:12], stamp, row["run"] or "?", row["position"], _size(row["bytes_written"]), row["message"] or "")
+            (graph, row["id"][:12], stamp, row["run"] or "?", row["position"], _size(row["bytes_written"]),
+             " ".join(n for n in notes if n))
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:

@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import RunBusyError, StoreError
+from ..store.check import COLLECTED_PREFIX
 from ..store.reach import GC_LEASE, objects_needed, ref_heads
 from .address import tags
 
-COLLECTED_PREFIX = "gc/"  #: gc/<time>.json: the commits a gc deleted (fsck: a cut history there is no damage)
 
 
 @dataclass
@@ -170,14 +170,3 @@ def collect(store, policy: Policy, wait: float = 0.0, progress=None) -> Plan:
     finally:
         for lease in reversed(leases):
             lease.release()
-
-
-def collected_commits(store) -> set[str]:
-    """Every commit id an earlier gc deleted on purpose."""
-    out: set[str] = set()
-    for key in store.backend.list(COLLECTED_PREFIX):
-        try:
-            out.update(json.loads(store.backend.get(key)))
-        except Exception:
-            continue
-    return out
