@@ -4,22 +4,18 @@ die, and where is its newest commit."""
 from __future__ import annotations
 
 from ..capture.path import describe
-from ..errors import RunBusyError, StoreError
+from ..errors import StoreError
 
 
 def live_holder(store, run_id: str) -> str | None:
     """Who holds the run's lease now (``process 1234``), or None if nobody does
-    (the run ended, or was killed). Probing takes the lease for an instant."""
+    (the run ended, or was killed)."""
     if not store.writable:
         return None
     try:
-        lease = store.lock_run(run_id)
-    except RunBusyError as exc:
-        return exc.holder
+        return store.backend.lease_holder(run_id)
     except StoreError:
         return None
-    lease.release()
-    return None
 
 
 def run_status(run: dict, holder: str | None) -> str:

@@ -138,6 +138,18 @@ class Backend(ABC):
         """Take the lease of a run (LeaseHeld if another holder has it). A lease
         ends with its holder's process."""
 
+    def lease_holder(self, run_id: str) -> str | None:
+        """Who holds the lease of a run now (``process 1234``), None if nobody.
+        This default takes the lease for an instant to find out; a backend that
+        can look without taking it (local.py) does, so a run starting at that
+        instant is never told its run is busy."""
+        try:
+            lease = self.lease(run_id)
+        except LeaseHeld as exc:
+            return exc.holder
+        lease.release()
+        return None
+
     def owner(self) -> str | None:
         """Who owns the store when it is not the user of this process (loading it
         runs code from its pickles), else None."""

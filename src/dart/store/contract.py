@@ -165,6 +165,15 @@ class StoreContract:
         store.write_ref("runs/r1", "bbbbbbbbbbbbbbbb", expected="aaaaaaaaaaaaaaaa")
         assert store.read_ref("runs/r1") == "bbbbbbbbbbbbbbbb"
 
+    def test_lease_holder_is_told_without_taking_the_lease(self, store):
+        assert store.backend.lease_holder("r-probe") is None
+        lease = store.lock_run("r-probe")
+        try:
+            assert str(os.getpid()) in store.backend.lease_holder("r-probe")
+        finally:
+            lease.release()
+        assert store.backend.lease_holder("r-probe") is None
+
     def test_delete_ref_compare_and_swap(self, store):
         store.write_ref("tags/t1", "aaaaaaaaaaaaaaaa")
         with pytest.raises(StoreError):

@@ -109,6 +109,10 @@ class MemoryBackend(Backend):
             del self._space.refs[name]
         return None
 
+    def lease_holder(self, run_id: str) -> str | None:
+        with self._space.lock:
+            return f"process {os.getpid()}" if run_id in self._space.leases else None
+
     def lease(self, run_id: str) -> Lease:
         with self._space.lock:
             if run_id in self._space.leases:
