@@ -152,16 +152,19 @@ def plan_run(options: Options, script: Path, args: list[str], at: str | None = N
 
 
 def _wait_for_gc(store: Store) -> Lease:
-    """Take the gc gate for the instant a run starts (dart gc holds it while it collects)."""
+    """Take the gc gate for the instant a run starts (dart gc holds it while it
+    collects; other starts hold it while they plan, a moment)."""
     said = False
+    started = time.monotonic()
     while True:
         try:
             return store.lock_run(GC_LEASE)
         except RunBusyError as exc:
-            if not said:
-                log.warning("dart: waiting for `dart gc` (%s) to finish collecting store %s", exc.holder, store.location)
+            if not said and time.monotonic() - started > 2.0:
+                log.warning("dart: waiting for %s (a `dart gc` collecting store %s) to finish", exc.holder,
+                            store.location)
                 said = True
-            time.sleep(0.1)
+            time.sleep(0.05)
 
 
 def _plan_branch(store: Store, command: dict, at: str) -> RunPlan:

@@ -98,6 +98,8 @@ def main(args) -> int:
             (graph, row["id"][:12], stamp, row["run"] or "?", row["position"], _size(row["bytes_written"]),
              " ".join(n for n in notes if n))
         )
+    if len(lanes) < 2:
+        table = [r[1:] for r in table]  # one run: no graph to draw
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())

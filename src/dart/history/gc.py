@@ -115,27 +115,28 @@ def plan(store, policy: Policy) -> Plan:
 
 def _take_all_leases(store, wait: float) -> list:
     """The gc gate, then the lease of every run; RunBusyError naming the runs
-    that are writing if they do not end within ``wait`` seconds."""
+    that are writing if they do not end within ``wait`` seconds. The gate is
+    held while gc waits, so no new run starts meanwhile (it waits for gc)."""
+    try:
+        gate = store.lock_run(GC_LEASE)
+    except RunBusyError as exc:
+        raise RunBusyError(f"another dart gc ({exc.holder}) is collecting store {store.location}; "
+                           "wait for it to end", holder=exc.holder) from None
     deadline = time.monotonic() + wait
     while True:
-        held = []
-        busy = []
-        try:
-            held.append(store.lock_run(GC_LEASE))
-        except RunBusyError as exc:
-            busy.append(f"another dart gc ({exc.holder})")
-        if not busy:
-            names = set(store.run_ids()) | {n[len("runs/"):] for n in store.backend.list_refs("runs/")}
-            for run_id in sorted(names):
-                try:
-                    held.append(store.lock_run(run_id))
-                except RunBusyError as exc:
-                    busy.append(f"run {run_id} ({exc.holder})")
+        held, busy = [gate], []
+        names = set(store.run_ids()) | {n[len("runs/"):] for n in store.backend.list_refs("runs/")}
+        for run_id in sorted(names):
+            try:
+                held.append(store.lock_run(run_id))
+            except RunBusyError as exc:
+                busy.append(f"run {run_id} ({exc.holder})")
         if not busy:
             return held
-        for lease in reversed(held):
+        for lease in reversed(held[1:]):
             lease.release()
         if time.monotonic() >= deadline:
+            gate.release()
             raise RunBusyError(
                 f"dart gc deletes nothing while a run is writing, and {', '.join(busy)} is: wait for it to end "
                 f"(or pass --wait SECONDS), then run dart gc again", holder=busy[0])
