@@ -31,9 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-load", action="store_true",
         help="do not load the values (faster; no type or shape, no code from the store's pickles is run)")
+    parser.add_argument(
+        "--run-source", action="store_true",
+        help="run the committed script's imports and definitions first, so objects of its own classes "
+        "load (this runs code from the script, as dart.load(run_source=True) does)")
 
 
-def show(store, record, load: bool = True) -> dict:
+def show(store, record, load: bool = True, run_source: bool = False) -> dict:
     """The JSON form of ``dart show`` (stable keys for tools)."""
     frames = []
     for frame in (record.position or {}).get("frames") or []:
@@ -43,7 +47,12 @@ def show(store, record, load: bool = True) -> dict:
             "module": frame.get("module"),
             "loops": [{k: loop.get(k) for k in ("kind", "line", "iteration", "target")} for loop in frame.get("loops", [])],
         })
-    variables = commit_variables(store, record, load=load)
+    namespace = None
+    if run_source and load:
+        from .. import _definitions
+
+        namespace = _definitions(record.source.get("file"))
+    variables = commit_variables(store, record, load=load, main_namespace=namespace)
     grouped: dict[str, list] = {}
     for row in variables:
         grouped.setdefault(row["frame"], []).append({k: v for k, v in row.items() if k != "frame"})
@@ -71,7 +80,7 @@ def main(args) -> int:
     options = resolve(store=args.store)
     store = open_store(options.store, create=False)
     record = resolve_commit(store, args.commit)
-    info = show(store, record, load=not args.no_load)
+    info = show(store, record, load=not args.no_load, run_source=args.run_source)
     if args.json:
         print_json(info)
         return 0

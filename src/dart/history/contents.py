@@ -40,7 +40,8 @@ def _label(record, pod: str) -> tuple[str, str] | None:
 def describe_value(value) -> dict:
     """Type, and shape/dtype or length, of a loaded value (JSON-ready)."""
     cls = type(value)
-    info: dict = {"type": cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"}
+    module = "__main__" if cls.__module__ == "__dart_load__" else cls.__module__  # the script, loaded by run_source
+    info: dict = {"type": cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"}
     shape = getattr(value, "shape", None)
     if shape is not None and getattr(value, "dtype", None) is not None:
         try:
@@ -61,12 +62,13 @@ def describe_value(value) -> dict:
     return info
 
 
-def commit_variables(store, record, load: bool = True) -> list[dict]:
+def commit_variables(store, record, load: bool = True, main_namespace: dict | None = None) -> list[dict]:
     """Every variable of ``record``: [{"frame", "name", "bytes", "changed",
     "type", ...}] in path order (globals first). ``changed``: "new", "changed" or
     "same" against the parent commit (None without a parent to compare).
     With ``load``, each value is loaded for its type and shape; one that cannot
-    be loaded here says why in "error"."""
+    be loaded here says why in "error". ``main_namespace``: the script's
+    definitions, for objects of its classes (see dart.load's run_source)."""
     state = CommitState(store, record)
     if state.legacy:
         raise DartError(f"commit {record.short} was written by dart 0.1; `dart show` cannot list its variables")
@@ -80,7 +82,7 @@ def commit_variables(store, record, load: bool = True) -> list[dict]:
                 before = {_label(parent, p): f for p, f in _pod_fingerprints(parent_state).items()}
         except Exception:
             before = None  # the parent was collected or cannot be read: nothing to compare with
-    values = SavedVariables(store, record) if load else None
+    values = SavedVariables(store, record, main_namespace=main_namespace) if load else None
     rows = []
     for pod, fingerprint in mine.items():
         label = _label(record, pod)
@@ -100,6 +102,9 @@ def commit_variables(store, record, load: bool = True) -> list[dict]:
                 row.update(describe_value(value))
             except Exception as exc:  # a class of the script, a module missing here: say so, go on
                 row["type"] = "?"
-                row["error"] = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).splitlines()[0][:200]
+                text = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).splitlines()[0][:200]
+                if "Can't get attribute" in text:
+                    text = "an object of a class of the script: --run-source loads it (" + text + ")"
+                row["error"] = text
         rows.append(row)
     return rows
