@@ -13,8 +13,11 @@ from ..config import resolve
 from ..store import Store, open_store
 from . import add_store_option, positive_int
 
-HELP = "list commits, newest first"
-DESCRIPTION = "List the commits in the store, newest first."
+HELP = "list commits, newest first (a graph when runs branch)"
+DESCRIPTION = (
+    "List the commits in the store, newest first, with their tags. When a run was started from a past "
+    "commit (dart checkout, dart run --at), a graph column shows one lane per run and where each branch "
+    "started.")
 
 
 def add_arguments(log: argparse.ArgumentParser) -> None:
@@ -83,10 +86,12 @@ def main(args) -> int:
         return 0
     # The graph: one lane per run (a branch is a run started from a past commit).
     lanes = sorted({row["run"] for row in rows}, key=lambda r: min(x["time"] for x in rows if x["run"] == r))
+    if not any(row["branched_from"] for row in rows):
+        lanes = lanes[:1]  # runs side by side, none started from another: no graph to draw
     table = [("GRAPH" if len(lanes) > 1 else "", "COMMIT", "TIME", "RUN", "POSITION", "WRITTEN", "MESSAGE")]
     for row in rows:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["time"])) if row["time"] else "?"
-        lane = lanes.index(row["run"])
+        lane = lanes.index(row["run"]) if row["run"] in lanes else 0
         graph = " ".join("*" if i == lane else "|" for i in range(len(lanes))) if len(lanes) > 1 else ""
         notes = [row["message"] or ""]
         if row["tags"]:
@@ -99,7 +104,7 @@ def main(args) -> int:
              " ".join(n for n in notes if n))
         )
     if len(lanes) < 2:
-        table = [r[1:] for r in table]  # one run: no graph to draw
+        table = [r[1:] for r in table]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
