@@ -346,3 +346,44 @@ def test_a_new_run_says_so_once_unless_quiet(tmp_path):
     res = run(dart_cmd(script("train_numpy.py"), 1, store=store, fresh=True), cwd=tmp_path,
               env=child_env(DART_QUIET="1"))
     assert res.returncode == 0 and "dart: run " not in res.stderr
+
+
+def test_a_killed_branch_resumes_as_itself(tmp_path, reference_outputs):
+    """Kill a checkout mid-way; the same command as the branch's resumes the
+    branch (not the run it came from), and the output joins up."""
+    store = tmp_path / "store"
+    assert run(dart_cmd(script("train_numpy.py"), 2, store=store), cwd=tmp_path).returncode == 0
+    st = open_store(store, create=False)
+    start = next(c for c in reversed(st.log()) if "epoch=0]" in c.where and "for@30" not in c.where)
+    reference = reference_outputs("train_numpy.py", "2")
+    at = reference.index(next(line for line in reference if line.startswith("epoch 0 done"))) + 1
+    killed = run_and_kill([PYTHON, "-m", "dart", "checkout", "--store", store, "--every", "0", start.id],
+                          cwd=tmp_path, after_lines=3)
+    assert killed.lines == reference[at : at + len(killed.lines)], killed.describe()
+    resumed = run(dart_cmd(script("train_numpy.py"), 2, store=store), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.describe()
+    joined = None
+    for m in range(len(killed.lines), -1, -1):
+        if killed.lines[:m] + resumed.lines == reference[at:]:
+            joined = m
+    assert joined is not None, resumed.describe()
+    runs = dart_json(tmp_path, "runs", "--store", store)
+    assert [r["status"] for r in runs] == ["finished", "finished"]
+    assert runs[1]["branched_from"] == start.id
+
+
+def test_checkout_with_edited_code_runs_the_fix_from_that_commit(tmp_path, torch_store):
+    _, _, reference = torch_store
+    copy = tmp_path / "train_trainer.py"
+    copy.write_text(script("train_trainer.py").read_text())
+    store = tmp_path / "store"
+    assert run(dart_cmd(copy, 6, store=store), cwd=tmp_path).returncode == 0
+    st = open_store(store, create=False)
+    commit = next(c for c in st.log() if "step=2]" in c.where)
+    copy.write_text(copy.read_text().replace('print(f"step {step} loss {loss!r}")',
+                                             'print(f"step {step} loss {loss!r} (fixed)")'))
+    res = dart(tmp_path, "checkout", "--store", store, "--every", "0", commit.id)
+    assert res.returncode == 0, res.describe()
+    at = reference.lines.index(next(l for l in reference.lines if l.startswith("step 3 ")))
+    expected = [l + " (fixed)" if l.startswith("step ") else l for l in reference.lines[at:]]
+    assert res.lines == expected
