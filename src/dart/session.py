@@ -286,6 +286,11 @@ class Session:
         program = Program(self.module, self.script, self.tree, self.source_hash, self.plan.run_id)
         candidates = [self.plan.resume_from, *self.plan.older]
         skipped = []
+        from .history.environment import check_environment
+
+        # A package the saved objects need, missing or at another major version: no
+        # older commit would load either; say which (other differences: plan_resume warns).
+        check_environment(self.plan.resume_from, "resume from", self.store, warn=False)
         for record in candidates:
             try:
                 plan = plan_resume(program, record, self.store)

@@ -387,3 +387,35 @@ def test_checkout_with_edited_code_runs_the_fix_from_that_commit(tmp_path, torch
     at = reference.lines.index(next(l for l in reference.lines if l.startswith("step 3 ")))
     expected = [l + " (fixed)" if l.startswith("step ") else l for l in reference.lines[at:]]
     assert res.lines == expected
+
+
+def test_a_resume_under_another_major_version_stops_naming_the_module(tmp_path):
+    store = tmp_path / "store"
+    killed = run_and_kill(dart_cmd(script("train_numpy.py"), 3, store=store), cwd=tmp_path, after_lines=4)
+    assert killed.killed
+    st = open_store(store, create=False)
+    run_id = st.list_runs()[0]["id"]
+    head = st.head(run_id)
+    env = dict(head.env, numpy="0.9.0", modules=dict(head.env.get("modules", {}), numpy="0.9.0"))
+    altered = st.put_commit(head.replace(env=env, id=""))
+    st.write_ref(f"runs/{run_id}", altered, expected=head.id)
+    res = run(dart_cmd(script("train_numpy.py"), 3, store=store), cwd=tmp_path)
+    assert res.returncode == 2, res.describe()
+    assert res.stderr.count("dart: error:") == 1 and "module numpy was 0.9.0" in res.stderr
+    assert "another major version" in res.stderr and res.stdout == ""
+    shown = dart_json(tmp_path, "show", "--no-load", "--store", store, altered)
+    assert shown["environment"]["numpy"] == "0.9.0"
+
+
+def test_runs_says_how_a_failed_run_ended(tmp_path):
+    program = tmp_path / "fails.py"
+    program.write_text("total = 0\nfor i in range(5):\n    total += i\n    if i == 3:\n        raise ValueError('bad batch')\n")
+    store = tmp_path / "store"
+    res = run(dart_cmd(program, store=store), cwd=tmp_path)
+    assert res.returncode == 1
+    (row,) = dart_json(tmp_path, "runs", "--store", store)
+    assert row["status"] == "failed"
+    assert row["error"]["type"] == "ValueError" and row["error"]["message"] == "bad batch"
+    assert row["error"]["where"] == "fails.py:5"
+    table = dart(tmp_path, "runs", "--store", store).stdout
+    assert "failed (ValueError: bad batch at fails.py:5)" in table

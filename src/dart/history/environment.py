@@ -35,10 +35,11 @@ def state_streams(store, record) -> list | None:
         return None
 
 
-def check_environment(record, action: str, store=None) -> list[str]:
+def check_environment(record, action: str, store=None, warn: bool = True) -> list[str]:
     """Stop (ResumeError) if this process cannot load commit ``record``'s objects
     (a package they need missing, another major version, another Python); warn
-    once per difference otherwise. Returns the differences that were warned about."""
+    once per difference otherwise (unless ``warn`` is false: the caller words
+    them). Returns the other differences."""
     streams = state_streams(store, record) if store is not None else None
     breaking, other = environment_differences(record.env or {}, needed_modules(record, streams))
     if breaking:
@@ -46,7 +47,7 @@ def check_environment(record, action: str, store=None) -> list[str]:
             f"cannot {action} commit {record.short} here: {'; '.join(breaking)}; install the version the "
             f"commit was made with (`dart show {record.short}` lists its environment) and try again"
         )
-    fresh = [line for line in other if line not in _warned]
+    fresh = [line for line in other if line not in _warned] if warn else []
     for line in fresh:
         _warned.add(line)
         warnings.warn(f"commit {record.short}: {line}", DartWarning, stacklevel=3)
