@@ -372,20 +372,20 @@ def test_a_killed_branch_resumes_as_itself(tmp_path, reference_outputs):
     assert runs[1]["branched_from"] == start.id
 
 
-def test_checkout_with_edited_code_runs_the_fix_from_that_commit(tmp_path, torch_store):
-    _, _, reference = torch_store
-    copy = tmp_path / "train_trainer.py"
-    copy.write_text(script("train_trainer.py").read_text())
+def test_checkout_with_edited_code_runs_the_fix_from_that_commit(tmp_path, reference_outputs):
+    copy = tmp_path / "train_numpy.py"
+    copy.write_text(script("train_numpy.py").read_text())
     store = tmp_path / "store"
-    assert run(dart_cmd(copy, 6, store=store), cwd=tmp_path).returncode == 0
+    assert run(dart_cmd(copy, 2, store=store), cwd=tmp_path).returncode == 0
     st = open_store(store, create=False)
-    commit = next(c for c in st.log() if "step=2]" in c.where)
-    copy.write_text(copy.read_text().replace('print(f"step {step} loss {loss!r}")',
-                                             'print(f"step {step} loss {loss!r} (fixed)")'))
+    commit = next(c for c in st.log() if c.where.endswith("for@28[epoch=0]"))  # epoch 0 done
+    copy.write_text(copy.read_text().replace('print(f"epoch {epoch} batch {i} loss {loss!r}")',
+                                             'print(f"epoch {epoch} batch {i} loss {loss!r} (fixed)")'))
     res = dart(tmp_path, "checkout", "--store", store, "--every", "0", commit.id)
     assert res.returncode == 0, res.describe()
-    at = reference.lines.index(next(l for l in reference.lines if l.startswith("step 3 ")))
-    expected = [l + " (fixed)" if l.startswith("step ") else l for l in reference.lines[at:]]
+    reference = reference_outputs("train_numpy.py", "2")
+    at = reference.index(next(line for line in reference if line.startswith("epoch 0 done"))) + 1
+    expected = [line + " (fixed)" if " batch " in line else line for line in reference[at:]]
     assert res.lines == expected
 
 

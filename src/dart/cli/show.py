@@ -49,9 +49,9 @@ def show(store, record, load: bool = True, run_source: bool = False) -> dict:
         })
     namespace = None
     if run_source and load:
-        from .. import _definitions
+        import dart  # its _definitions is what dart.load(run_source=True) runs
 
-        namespace = _definitions(record.source.get("file"))
+        namespace = dart._definitions(record.source.get("file"))
     variables = commit_variables(store, record, load=load, main_namespace=namespace)
     grouped: dict[str, list] = {}
     for row in variables:
