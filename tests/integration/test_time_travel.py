@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 
 import pytest
 
@@ -266,7 +264,7 @@ def test_gc_keeps_what_the_policy_promises_and_a_killed_run_resumes_after_it(tmp
     store = tmp_path / "store"
     done = run(dart_cmd(script("train_numpy.py"), 2, store=store), cwd=tmp_path)
     assert done.returncode == 0
-    killed = run_and_kill(dart_cmd(script("train_numpy.py"), 3, store=store), cwd=tmp_path, after_lines=12)
+    run_and_kill(dart_cmd(script("train_numpy.py"), 3, store=store), cwd=tmp_path, after_lines=12)
     st = open_store(store, create=False)
     finished_run, killed_run = (r["id"] for r in st.list_runs())
     tagged = st.log(run=finished_run)[-3]

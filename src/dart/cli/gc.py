@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..config import resolve
 from ..history.gc import Policy, collect, plan
 from ..store import open_store
 from . import add_store_option, positive_int
-from .tables import print_json, size
+from .tables import print_json, progress_on_terminal, size
 
 HELP = "delete old commits by a retention policy, and the objects only they needed"
 DESCRIPTION = (
@@ -37,19 +36,11 @@ def main(args) -> int:
     options = resolve(store=args.store)
     store = open_store(options.store, create=False)
     policy = Policy(keep_last=args.keep_last, thin=args.thin)
-    progress = None
-    if sys.stderr.isatty() and not args.dry_run and not args.json:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        task = bar.add_task("deleting", total=None)
-        bar.start()
-        progress = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
-    try:
-        result = plan(store, policy) if args.dry_run else collect(store, policy, wait=args.wait, progress=progress)
-    finally:
-        if progress is not None:
-            bar.stop()
+    if args.dry_run:
+        result = plan(store, policy)
+    else:
+        with progress_on_terminal("collecting") as tick:
+            result = collect(store, policy, wait=args.wait, progress=tick)
     if args.json:
         print_json(dict(result.to_json(done=not args.dry_run), dry_run=args.dry_run))
         return 0

@@ -11,7 +11,7 @@ from ..history.address import resolve_commit, tags_by_commit
 from ..history.contents import commit_variables
 from ..store import open_store
 from . import add_store_option
-from .tables import console, print_json, print_table, size, stamp
+from .tables import console, print_json, print_table, progress_on_terminal, size, stamp
 
 HELP = "show a commit: position, environment, every variable per frame"
 DESCRIPTION = (
@@ -52,7 +52,8 @@ def show(store, record, load: bool = True, run_source: bool = False) -> dict:
         import dart  # its _definitions is what dart.load(run_source=True) runs
 
         namespace = dart._definitions(record.source.get("file"))
-    variables = commit_variables(store, record, load=load, main_namespace=namespace)
+    with progress_on_terminal(f"loading commit {record.short}") as tick:
+        variables = commit_variables(store, record, load=load, main_namespace=namespace, progress=tick)
     grouped: dict[str, list] = {}
     for row in variables:
         grouped.setdefault(row["frame"], []).append({k: v for k, v in row.items() if k != "frame"})

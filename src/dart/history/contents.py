@@ -62,13 +62,15 @@ def describe_value(value) -> dict:
     return info
 
 
-def commit_variables(store, record, load: bool = True, main_namespace: dict | None = None) -> list[dict]:
+def commit_variables(store, record, load: bool = True, main_namespace: dict | None = None,
+                     progress=None) -> list[dict]:
     """Every variable of ``record``: [{"frame", "name", "bytes", "changed",
     "type", ...}] in path order (globals first). ``changed``: "new", "changed" or
     "same" against the parent commit (None without a parent to compare).
     With ``load``, each value is loaded for its type and shape; one that cannot
     be loaded here says why in "error". ``main_namespace``: the script's
-    definitions, for objects of its classes (see dart.load's run_source)."""
+    definitions, for objects of its classes (see dart.load's run_source).
+    ``progress(done, total)`` is called as values are loaded."""
     state = CommitState(store, record)
     if state.legacy:
         raise DartError(f"commit {record.short} was written by dart 0.1; `dart show` cannot list its variables")
@@ -84,7 +86,10 @@ def commit_variables(store, record, load: bool = True, main_namespace: dict | No
             before = None  # the parent was collected or cannot be read: nothing to compare with
     values = SavedVariables(store, record, main_namespace=main_namespace) if load else None
     rows = []
-    for pod, fingerprint in mine.items():
+    total = len(mine)
+    for done, (pod, fingerprint) in enumerate(mine.items(), start=1):
+        if progress is not None:
+            progress(done, total)
         label = _label(record, pod)
         if label is None:
             continue
