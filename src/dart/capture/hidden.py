@@ -123,12 +123,12 @@ def environment_differences(recorded: dict, needed: set[str] | None = None) -> t
     """(breaking, other) differences between the environment ``recorded`` in a
     commit and this process. Breaking: a package the state needs (``needed``:
     names; default every recorded one) is missing here or at another major
-    version, or another Python major.minor. Other: any other version change."""
+    version. Other: any other version change (Python's included)."""
     breaking, other = [], []
     then_python, now_python = recorded.get("python"), platform.python_version()
-    if then_python and then_python.split(".")[:2] != now_python.split(".")[:2]:
-        breaking.append(f"Python was {then_python} when the commit was made and is {now_python} here")
-    elif then_python and then_python != now_python:
+    if then_python and then_python != now_python:
+        # Pickles of data load across Python versions; code saved by value may not,
+        # and then the load itself says which variable failed.
         other.append(f"Python was {then_python} when the commit was made and is {now_python} here")
     for key in ("platform", "byteorder"):
         if recorded.get(key) is not None and recorded[key] != environment()[key]:

@@ -37,7 +37,7 @@ def state_streams(store, record) -> list | None:
 
 def check_environment(record, action: str, store=None, warn: bool = True) -> list[str]:
     """Stop (ResumeError) if this process cannot load commit ``record``'s objects
-    (a package they need missing, another major version, another Python); warn
+    (a package they need missing, or at another major version); warn
     once per difference otherwise (unless ``warn`` is false: the caller words
     them). Returns the other differences."""
     streams = state_streams(store, record) if store is not None else None
