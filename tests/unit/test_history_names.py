@@ -135,3 +135,12 @@ def test_gc_deletes_nothing_while_a_run_holds_its_lease(store):
         gate.release()
     gc.collect(store, gc.Policy(keep_last=1))
     assert len(store.commit_ids()) == 1
+
+
+def test_gc_refuses_a_store_with_records_it_cannot_read(store):
+    ids = commit_chain(store, "r", 3, status="finished")
+    store.backend.put(f"commits/{ids[0]}.json", [b"{not json"])
+    before = (set(store.commit_ids()), set(store.object_ids()))
+    with pytest.raises(StoreError, match="dart fsck"):
+        gc.collect(store, gc.Policy(keep_last=1))
+    assert (set(store.commit_ids()), set(store.object_ids())) == before

@@ -75,7 +75,7 @@ def run_commits(store: Store, run_id: str) -> list[CommitRecord]:
 
 def nth_commit(store: Store, run_id: str, n: int) -> CommitRecord:
     commits = run_commits(store, run_id)
-    if n == 0 or abs(n) > len(commits) or (n > 0 and n > len(commits)):
+    if n == 0 or abs(n) > len(commits):
         raise StoreError(
             f"run {run_id} has {len(commits)} commit(s), so {run_id}@{n} names none; "
             f"use {run_id}@1 to {run_id}@{len(commits)}, or {run_id}@-1 for its newest", next_step="log")

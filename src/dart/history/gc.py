@@ -65,6 +65,19 @@ def plan(store, policy: Policy) -> Plan:
     """What gc would keep and delete now (nothing is changed)."""
     result = Plan()
     keep = result.keep
+    unreadable = []
+    for cid in store.commit_ids():
+        try:
+            store.read_commit(cid)
+        except Exception as exc:  # damaged, or signed with another key (DART_HMAC_KEY)
+            unreadable.append(f"{cid} ({getattr(exc, 'message', exc)})")
+    if unreadable:
+        # Which objects such a record needs is unknown: collecting could take an intact
+        # commit's bytes (a wrong key makes every record unreadable). fsck decides first.
+        raise StoreError(
+            f"dart gc collects only a store whose commit records all read back, and {len(unreadable)} of "
+            f"store {store.location} do not, e.g. {unreadable[0]}; check the key (DART_HMAC_KEY) or run "
+            "`dart fsck` (--repair removes damaged records), then dart gc again")
 
     def hold(cid: str | None, why: str) -> None:
         if cid and cid not in keep:
