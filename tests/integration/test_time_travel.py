@@ -186,15 +186,20 @@ def test_bad_commit_names_get_one_clear_line_and_exit_2(numpy_store, args, words
     assert "Traceback" not in res.stderr
 
 
-def test_an_ambiguous_prefix_names_the_candidates(numpy_store):
-    folder, store, *_ = numpy_store
-    ids = open_store(store, create=False).commit_ids()
-    prefix = next(a[:4] for a in ids for b in ids if a != b and a[:4] == b[:4]) if any(
-        a != b and a[:4] == b[:4] for a in ids for b in ids) else None
-    if prefix is None:
-        pytest.skip("no two commits share a 4-digit prefix in this store")
-    res = dart(folder, "show", "--store", store, prefix)
-    assert res.returncode == 2 and "is ambiguous" in res.stderr
+def test_an_ambiguous_prefix_names_the_candidates(tmp_path):
+    from dart.store import CommitRecord, commit_id
+
+    st = open_store(tmp_path / "store")
+    seen: dict[str, int] = {}
+    i = 0
+    while (prefix := commit_id(CommitRecord(run="r", time=float(i)))[:4]) not in seen:  # birthday: ~300 tries
+        seen[prefix] = i
+        i += 1
+    a = st.put_commit(CommitRecord(run="r", time=float(seen[prefix])))
+    b = st.put_commit(CommitRecord(run="r", time=float(i)))
+    res = dart(tmp_path, "show", "--store", tmp_path / "store", prefix)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.describe()
+    assert "is ambiguous" in res.stderr and a in res.stderr and b in res.stderr
 
 
 # ------------------------------------------------------------------- diff
