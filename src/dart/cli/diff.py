@@ -13,8 +13,8 @@ from .tables import console, print_json, print_table
 
 HELP = "compare two commits: variables added, removed, changed (per frame)"
 DESCRIPTION = (
-    "Compare the variables of commit A with those of commit B (default: B is HEAD, A is B's "
-    "parent... give both to be explicit), frame by frame: for arrays and tensors how many "
+    "Compare the variables of commit A with those of commit B (default: HEAD), frame by frame: "
+    "for arrays and tensors how many "
     "elements differ and the largest absolute difference, for models and optimizers each "
     "parameter, for small objects a text diff. Commits are named as for `dart show`."
 )
