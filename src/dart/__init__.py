@@ -108,31 +108,35 @@ def flush(timeout: float | None = None) -> None:
 
 def load(commit: str | None = None, names=None, store: str | None = None, run_source: bool = False):
     """The variables saved by a commit (default: the newest in the store).
-    ``commit`` is an id, a unique prefix or a run id. Without ``names``, a
-    read-only mapping that loads each variable on first access (with what it
-    shares with others); with ``names`` (a name or a list), a dict of just those,
-    reading only the bytes they need.
+    ``commit`` is any commit name the commands take: an id or unique prefix, a
+    tag, a run id (its newest commit), ``RUN@N``, ``HEAD``, ``X~N``.
+
+    Without ``names``, a read-only mapping of the module's globals that loads
+    each variable on first access (with what it shares with others); its
+    ``frames`` maps each function on the commit's call path, outermost first, to
+    the same kind of mapping of its locals: ``v.frames["main"]["model"]``. With
+    ``names`` (a name or a list), a dict of just those, reading only the bytes
+    they need: a global is ``"w"``, a frame's local ``"main.model"`` (the
+    function's qualified name, a dot, the local: ``"Trainer.fit.model"``).
 
     Objects of classes and functions defined in the committed script were saved
     by reference to it; ``run_source=True`` runs that script's imports and
     definitions (not the rest of it) so they can be loaded. It is off by
     default because it runs code named by the store. Loading any store runs
     code from its pickles: load only stores you trust (``DART_HMAC_KEY`` makes
-    dart refuse records and pickles it did not sign)."""
+    dart refuse records and pickles it did not sign). A module the commit's
+    objects need that is missing here, or at another major version, stops the
+    load with a message naming it; smaller differences warn once."""
     from .capture import SavedVariables
+    from .history.address import resolve_commit
+    from .history.environment import check_environment
     from .store import open_store
     from .store.trust import warn_if_foreign
 
     options = _resolve(store=store)
     st = open_store(options.store, create=False)
     warn_if_foreign(st)
-    if commit is None:
-        commits = st.log()
-        if not commits:
-            raise StoreError(f"the store {st.location} has no commits yet")
-        record = commits[0]
-    else:
-        record = st.get_commit(commit)
+    record = resolve_commit(st, "HEAD" if commit is None else commit)
     script = record.source.get("file")
     namespace = _definitions(script) if run_source else None
     hint = None
@@ -141,18 +145,19 @@ def load(commit: str | None = None, names=None, store: str | None = None, run_so
             f"if it is an object of a class or function defined in {script}, pass run_source=True to "
             "dart.load to run that script's imports and definitions first (this runs code from it)"
         )
+    check_environment(record, "load", st)
     variables = SavedVariables(st, record, main_namespace=namespace, hint=hint)
     if names is None:
         return variables
     if isinstance(names, str):
         names = [names]
-    missing = [n for n in names if n not in variables]
+    missing = [n for n in names if not variables.has(n)]
     if missing:
         raise DartError(
             f"commit {record.short} has no variable {', '.join(map(repr, missing))}; "
-            f"it has: {', '.join(sorted(variables)) or 'none'}"
+            f"it has: {', '.join(variables.all_names()) or 'none'} (a frame's local is FUNCTION.NAME)"
         )
-    return {n: variables[n] for n in names}
+    return {n: variables.lookup(n) for n in names}
 
 
 def _definitions(script: str | None) -> dict | None:

@@ -105,11 +105,28 @@ def _end(session: Session, lock) -> None:
     sys.stdout.flush()
 
 
-def run_script(script_arg: str, args: list[str], options: Options) -> int:
-    """``dart run``: returns the exit code the script would have had."""
+def quiet() -> bool:
+    """``--quiet`` or ``DART_QUIET=1``: no line when a run starts or resumes."""
+    return os.environ.get("DART_QUIET", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def say_start(plan, options: Options) -> None:
+    """One line on stderr when a new run starts (a resume says so in Session.apply)."""
+    if plan.resume_from is not None or quiet():
+        return
+    every = options.every
+    when = ("only on dart.commit()" if every is None else "at every safe point" if every == 0
+            else f"every {every:g} s")
+    print(f"dart: run {plan.run_id} started, store {plan.store.location}, commits {when}", file=sys.stderr)
+
+
+def run_script(script_arg: str, args: list[str], options: Options, at: str | None = None) -> int:
+    """``dart run``: returns the exit code the script would have had. ``at``:
+    continue from that commit as a new run (a branch) instead."""
     global _active
     script, source = read_script(script_arg)
-    plan = plan_run(options, script, args)
+    plan = plan_run(options, script, args, at=at)
+    say_start(plan, options)
     lock = plan.lease
     module = types.ModuleType("__main__")
     module.__file__ = str(script)
@@ -142,6 +159,7 @@ def enable_in_main(frame, options: Options) -> None:
         )
     script, source = read_script(path)
     plan = plan_run(options, script, sys.argv[1:])
+    say_start(plan, options)
     lock = plan.lease
     session = _active = Session(plan, options, module, script, source)
     if plan.resume_from is None:

@@ -48,6 +48,7 @@ from .resume import continuation as cont
 from .resume.anchors import anchors_of
 from .resume.restore import Program, ResumePlan, plan_resume
 from .store import CommitRecord, Lease, Store, open_store
+from .store.reach import GC_LEASE
 from .store.trust import warn_if_foreign
 
 log = logging.getLogger("dart")
@@ -85,19 +86,28 @@ class RunPlan:
 START_WAIT = 10.0
 
 
-def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
+def plan_run(options: Options, script: Path, args: list[str], at: str | None = None) -> RunPlan:
     """Start a new run of this command or continue its newest unfinished one.
     Two starts of one command at the same instant are serialized by a start
     lease on the command's key: the second finds the first's run and is told
-    it is already running."""
+    it is already running. With ``at`` (a commit name, see
+    dart.history.address), start a new run that continues from that commit: a
+    branch; the commits after it stay where they are."""
     store = open_store(options.store, mode=options.store_mode)
     if not store.writable:
         _warn(f"store {store.location} is read-only here: a run can resume from it but commits nothing")
     warn_if_foreign(store)
     key = run_key(script, args, store.home)
     command = {"key": key, "script": str(script), "argv": list(args)}
-    starting = _start_lease(store, key)
+    gate = _wait_for_gc(store)  # no run starts or resumes while `dart gc` collects
     try:
+        starting = _start_lease(store, key)
+    except BaseException:
+        gate.release()
+        raise
+    try:
+        if at is not None:
+            return _plan_branch(store, command, at)
         unreadable: list[str] = []
         runs = [r for r in store.list_runs(damage=unreadable) if r.get("key") == key]
         lost = unreadable or not runs or store.runs_without_file()
@@ -125,6 +135,9 @@ def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
                         f"({damage[0]}) and no intact commit of it can be continued; `dart fsck` tells more",
                         next_step="fresh",
                     )
+                branched = last.get("branched_from")
+                if branched and not damage:  # a branch killed before its first commit: start it again
+                    return RunPlan(store, last["id"], store.get_commit(branched), branched, lease, command)
                 if store.writable:
                     store.update_run(last["id"], status="abandoned")
             except BaseException:
@@ -135,6 +148,39 @@ def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
         return RunPlan(store, run_id, None, None, store.lock_run(run_id), command)
     finally:
         starting.release()
+        gate.release()
+
+
+def _wait_for_gc(store: Store) -> Lease:
+    """Take the gc gate for the instant a run starts (dart gc holds it while it
+    collects; other starts hold it while they plan, a moment)."""
+    said = False
+    started = time.monotonic()
+    while True:
+        try:
+            return store.lock_run(GC_LEASE)
+        except RunBusyError as exc:
+            if not said and time.monotonic() - started > 2.0:
+                log.warning("dart: waiting for %s (a `dart gc` collecting store %s) to finish", exc.holder,
+                            store.location)
+                said = True
+            time.sleep(0.05)
+
+
+def _plan_branch(store: Store, command: dict, at: str) -> RunPlan:
+    """A new run that continues from commit ``at`` (``dart checkout``, ``dart run --at``)."""
+    from .history.address import resolve_commit
+    from .history.environment import check_environment
+
+    record = resolve_commit(store, at)
+    if not record.resumable:
+        raise ResumeError(
+            f"commit {record.short} ({record.where}) cannot be continued: it was taken where the program "
+            f"cannot resume (the end of the run, or a dart.commit() outside a plain statement); choose "
+            f"another, e.g. {record.short}~1 (`dart log --run {record.run}` lists them)")
+    check_environment(record, "resume from", store)
+    run_id = store.create_run(dict(command, cwd=os.getcwd(), pid=os.getpid(), branched_from=record.id))
+    return RunPlan(store, run_id, record, record.id, store.lock_run(run_id), command)
 
 
 def _ref_of(store: Store, run_id: str) -> str | None:
@@ -241,6 +287,11 @@ class Session:
         program = Program(self.module, self.script, self.tree, self.source_hash, self.plan.run_id)
         candidates = [self.plan.resume_from, *self.plan.older]
         skipped = []
+        from .history.environment import check_environment
+
+        # A package the saved objects need, missing or at another major version: no
+        # older commit would load either; say which (other differences: plan_resume warns).
+        check_environment(self.plan.resume_from, "resume from", self.store, warn=False)
         for record in candidates:
             try:
                 plan = plan_resume(program, record, self.store)
@@ -286,7 +337,21 @@ class Session:
         restore_hidden(plan.hidden)
         for problem in plan.problems:
             warnings.warn(problem, DartWarning, stacklevel=2)
-        log.warning("dart: resuming run %s from commit %s at %s", self.plan.run_id, plan.record.short, describe(plan.position))
+        if os.environ.get("DART_QUIET", "").strip().lower() in ("", "0", "false", "no"):
+            log.warning("dart: resuming run %s from commit %s at %s%s", self.plan.run_id, plan.record.short,
+                        describe(plan.position), self._redone(plan.record))
+
+    def _redone(self, record: CommitRecord) -> str:
+        """How much work the resume repeats: what ran after the commit before the run stopped."""
+        if self.plan.resume_from is not None and self.plan.run_id != record.run:
+            return f" (a new run, branched from run {record.run})"
+        try:
+            ended = self.store.get_run(self.plan.run_id).get("ended")
+        except StoreError:
+            ended = None
+        if ended and ended >= record.time:
+            return f"; redoing the {ended - record.time:.1f} s the run ran after that commit"
+        return "; redoing the work done after that commit (the run was killed before it could record when)"
 
     def start(self, code: types.CodeType, tree: ast.Module) -> None:
         """Watch ``code`` (compiled from ``tree``) and arm the first commit."""

@@ -28,12 +28,14 @@ ALLOWED = {
     "flush": {"delta", "store", "errors"},
     "resume": {"astpath", "capture", "capture.hidden", "monitor", "store", "errors"},
     "coordinate": {"config"},
-    "session": {"astpath", "capture", "capture.hidden", "config", "coordinate", "errors", "flush", "monitor",
-                "resume", "store"},
+    "history": {"capture", "capture.hidden", "errors", "store"},
+    "session": {"astpath", "capture", "capture.hidden", "config", "coordinate", "errors", "flush", "history",
+                "monitor", "resume", "store"},
     "present": {"errors"},
     "runner": {"config", "errors", "present", "session"},
-    "cli": {"__init__", "capture", "config", "errors", "present", "runner", "store"},
-    "__init__": {"_native", "capture", "config", "errors", "flush", "present", "resume", "runner", "store"},
+    "cli": {"__init__", "capture", "config", "errors", "history", "present", "runner", "store"},
+    "__init__": {"_native", "capture", "config", "errors", "flush", "history", "present", "resume", "runner",
+                 "store"},
     "__main__": {"cli"},
 }
 

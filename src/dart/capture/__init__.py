@@ -247,14 +247,24 @@ def load_roots(store, record: dict, main_namespace: dict | None = None, state=No
     return _roots_from_pods(assemble(state.read(), main_namespace))
 
 
+def frame_names(record) -> list[str]:
+    """The function of each frame on a commit's path, outermost first, without
+    the module's frame: frame ``i`` of this list holds the locals saved as ``f{i+1}:``."""
+    frames = (record.position or {}).get("frames") or []
+    return [frame.get("qualname", "?") for frame in frames[1:]]
+
+
 class SavedVariables(Mapping):
     """The global variables of a commit, each loaded on first access together with
-    the objects it shares with others (``dart.load`` returns one)."""
+    the objects it shares with others (``dart.load`` returns one). ``frames``
+    maps each function on the commit's path (outermost first) to its locals,
+    loaded the same way: ``v.frames["main"]["model"]``."""
 
     def __init__(self, store, record, main_namespace: dict | None = None, hint: str | None = None):
         from ..store.layout import CommitState
 
         self.commit = record.id
+        self.record = record
         self._state = CommitState(store, record)
         self._namespace = main_namespace
         self._hint = hint  # added to a loading error: what the caller can do about it
@@ -263,21 +273,29 @@ class SavedVariables(Mapping):
         if self._state.legacy:
             self._values = {f"g:{k}": v for k, v in load_roots(store, record, main_namespace)["globals"].items()}
             self._names = [k[2:] for k in self._values]
+            pod_names: list[str] = []
         else:
-            self._names = [n[2:] for n in self._state.names if n.startswith("g:")]
+            pod_names = self._state.names
+            self._names = [n[2:] for n in pod_names if n.startswith("g:")]
+        self.frames: dict[str, FrameVariables] = {}
+        for index, qualname in enumerate(frame_names(record), start=1):
+            prefix = f"f{index}:"
+            self.frames[qualname] = FrameVariables(self, prefix, qualname, [n[len(prefix):] for n in pod_names if n.startswith(prefix)])
 
-    def __getitem__(self, name: str):
-        key = f"g:{name}"
+    def _load(self, key: str, label: str):
         if key not in self._values:
-            if name not in self._names:
-                raise KeyError(name)
             try:
                 self._values.update(assemble(self._state.read([key], self._memos), self._namespace, self._memos))
             except CaptureError as exc:
                 if self._hint is None:
                     raise
-                raise CaptureError(f"variable {name!r} of commit {self.commit[:12]}: {exc.message}; {self._hint}") from exc
+                raise CaptureError(f"variable {label!r} of commit {self.commit[:12]}: {exc.message}; {self._hint}") from exc
         return self._values[key]
+
+    def __getitem__(self, name: str):
+        if name not in self._names:
+            raise KeyError(name)
+        return self._load(f"g:{name}", name)
 
     def __iter__(self):
         return iter(self._names)
@@ -288,12 +306,59 @@ class SavedVariables(Mapping):
     def __contains__(self, name):
         return name in self._names
 
+    def lookup(self, name: str):
+        """A global (``"model"``) or a frame's local (``"main.model"``,
+        ``"Trainer.fit.model"``: the function's qualified name, a dot, the local)."""
+        if name in self._names:
+            return self[name]
+        function, _, local = name.rpartition(".")
+        if function in self.frames and local in self.frames[function]:
+            return self.frames[function][local]
+        raise KeyError(name)
+
+    def has(self, name: str) -> bool:
+        """Whether :meth:`lookup` finds ``name``."""
+        function, _, local = name.rpartition(".")
+        return name in self._names or (function in self.frames and local in self.frames[function])
+
+    def all_names(self) -> list[str]:
+        """Every name :meth:`lookup` takes: globals, then ``function.local`` per frame."""
+        return list(self._names) + [f"{f}.{n}" for f, frame in self.frames.items() for n in frame]
+
     def loaded(self) -> list[str]:
         """The names whose values have been loaded so far."""
         return [n for n in self._names if f"g:{n}" in self._values]
 
     def __repr__(self):
-        return f"<dart variables of commit {self.commit[:12]}: {', '.join(self._names)}>"
+        frames = "".join(f"; {f}(): {', '.join(frame)}" for f, frame in self.frames.items())
+        return f"<dart variables of commit {self.commit[:12]}: {', '.join(self._names)}{frames}>"
+
+
+class FrameVariables(Mapping):
+    """The locals of one frame on a commit's path, loaded on first access."""
+
+    def __init__(self, owner: SavedVariables, prefix: str, qualname: str, names: list[str]):
+        self._owner = owner
+        self._prefix = prefix
+        self.function = qualname
+        self._names = names
+
+    def __getitem__(self, name: str):
+        if name not in self._names:
+            raise KeyError(name)
+        return self._owner._load(self._prefix + name, f"{self.function}.{name}")
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
+    def __contains__(self, name):
+        return name in self._names
+
+    def __repr__(self):
+        return f"<dart locals of {self.function}() in commit {self._owner.commit[:12]}: {', '.join(self._names)}>"
 
 
 def assemble(parts, main_namespace: dict | None = None, memos: dict | None = None) -> dict:

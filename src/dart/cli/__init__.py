@@ -24,6 +24,12 @@ COMMANDS = {
     "run": "dart.cli.run",
     "log": "dart.cli.log",
     "fsck": "dart.cli.fsck",
+    "runs": "dart.cli.runs",
+    "show": "dart.cli.show",
+    "diff": "dart.cli.diff",
+    "tag": "dart.cli.tag",
+    "checkout": "dart.cli.checkout",
+    "gc": "dart.cli.gc",
 }
 
 
@@ -55,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         "  dart run --every 0 train.py     commit at every safe point\n"
         "  dart run --fresh train.py       start over\n"
         "  dart log --json                 the commits, for tools\n"
-        "  dart fsck --repair              check the store and mend it",
+        "  dart fsck --repair              check the store and mend it\n"
+        "  dart runs                       every run: status, commits, newest position\n"
+        "  dart show HEAD~2                a commit's position and variables, per frame\n"
+        "  dart diff RUN@2 HEAD            what changed between two commits\n"
+        "  dart tag best HEAD              name a commit\n"
+        "  dart checkout best              continue from a past commit, as a new run\n"
+        "  dart gc --keep-last 3 --dry-run what deleting old commits would free",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dart {__version__} (Python {sys.version.split()[0]})")

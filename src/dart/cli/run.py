@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..config import resolve
 from ..runner import run_script
@@ -48,6 +49,15 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         "the program go on while dart retries, or 'stop' the program with a message "
         "(default: $DART_ON_STORE_ERROR or warn)",
     )
+    run.add_argument(
+        "--at",
+        metavar="COMMIT",
+        help="continue from this past commit (id, tag, RUN@N, HEAD~N, ...) as a new run, a branch: the "
+        "commits after it stay; the script may be edited and its arguments changed where the saved "
+        "position is still valid",
+    )
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="no line on stderr when the run starts or resumes (also: DART_QUIET=1)")
     run.add_argument("script", metavar="SCRIPT", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 
@@ -57,4 +67,6 @@ def main(args) -> int:
         store=args.store, every=args.every, fresh=args.fresh, user_code=args.user_code, staging=args.staging,
         on_store_error=args.on_store_error,
     )
-    return run_script(args.script, args.args, options)
+    if args.quiet:
+        os.environ["DART_QUIET"] = "1"
+    return run_script(args.script, args.args, options, at=args.at)

@@ -124,11 +124,31 @@ class Backend(ABC):
         """Set ref ``name`` to ``new`` if it still holds ``expected`` (None: absent).
         Returns None on success, else the value it holds now (nothing written)."""
 
+    def delete_ref(self, name: str, expected: str) -> str | None:
+        """Remove ref ``name`` if it still holds ``expected`` (tags are deleted;
+        run refs never are). Returns None on success, else the value it holds now
+        (None too if it is already gone). A backend that cannot delete refs says so."""
+        from dart.errors import StoreError
+
+        raise StoreError(f"store {self.location} cannot delete refs (its backend does not implement delete_ref)")
+
     # -- run leases ------------------------------------------------------------------
     @abstractmethod
     def lease(self, run_id: str) -> Lease:
         """Take the lease of a run (LeaseHeld if another holder has it). A lease
         ends with its holder's process."""
+
+    def lease_holder(self, run_id: str) -> str | None:
+        """Who holds the lease of a run now (``process 1234``), None if nobody.
+        This default takes the lease for an instant to find out; a backend that
+        can look without taking it (local.py) does, so a run starting at that
+        instant is never told its run is busy."""
+        try:
+            lease = self.lease(run_id)
+        except LeaseHeld as exc:
+            return exc.holder
+        lease.release()
+        return None
 
     def owner(self) -> str | None:
         """Who owns the store when it is not the user of this process (loading it

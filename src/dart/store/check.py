@@ -105,8 +105,12 @@ def check(store, objects: bool = True, progress=None) -> Report:
     report.intact = records
 
     damaged_records = {p.name for p in report.problems if p.kind == "record"}
+    collected = collected_commits(store)
     for record in records.values():
-        if record.parent is not None and record.parent not in records:
+        if record.parent is not None and record.parent not in records and record.parent in collected:
+            report.notes.append(Problem(
+                "history", record.id, f"its parent commit {record.parent} was deleted by dart gc (as its policy said)"))
+        elif record.parent is not None and record.parent not in records:
             why = "is damaged" if record.parent in damaged_records else "is missing"
             report.problems.append(Problem(
                 "history", record.id,
@@ -163,6 +167,23 @@ def check(store, objects: bool = True, progress=None) -> Report:
     for key in store.backend.list("tmp/"):
         report.garbage.append(Problem("garbage", key, "a temporary file a crash left behind"))
     return report
+
+
+#: where ``dart gc`` lists the commits it deleted on purpose (``gc/<time>.json``)
+COLLECTED_PREFIX = "gc/"
+
+
+def collected_commits(store) -> set[str]:
+    """Every commit id a ``dart gc`` deleted on purpose: a history cut there is no damage."""
+    out: set[str] = set()
+    for key in store.backend.list(COLLECTED_PREFIX):
+        try:
+            value = json.loads(store.backend.get(key))
+        except (Missing, ValueError, UnicodeDecodeError, StoreError):
+            continue
+        if isinstance(value, list):
+            out.update(v for v in value if isinstance(v, str))
+    return out
 
 
 def _is_commit_id(text: str) -> bool:

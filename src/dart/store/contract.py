@@ -165,6 +165,26 @@ class StoreContract:
         store.write_ref("runs/r1", "bbbbbbbbbbbbbbbb", expected="aaaaaaaaaaaaaaaa")
         assert store.read_ref("runs/r1") == "bbbbbbbbbbbbbbbb"
 
+    def test_lease_holder_is_told_without_taking_the_lease(self, store):
+        assert store.backend.lease_holder("r-probe") is None
+        lease = store.lock_run("r-probe")
+        try:
+            assert str(os.getpid()) in store.backend.lease_holder("r-probe")
+        finally:
+            lease.release()
+        assert store.backend.lease_holder("r-probe") is None
+
+    def test_delete_ref_compare_and_swap(self, store):
+        store.write_ref("tags/t1", "aaaaaaaaaaaaaaaa")
+        with pytest.raises(StoreError):
+            store.delete_ref("tags/t1", "bbbbbbbbbbbbbbbb")  # it holds another commit
+        assert store.read_ref("tags/t1") == "aaaaaaaaaaaaaaaa"
+        assert "tags/t1" in store.list_refs("tags/")
+        store.delete_ref("tags/t1", "aaaaaaaaaaaaaaaa")
+        assert store.read_ref("tags/t1") is None and "tags/t1" not in store.list_refs("tags/")
+        store.write_ref("tags/t1", "cccccccccccccccc")  # and it can be made again
+        assert store.read_ref("tags/t1") == "cccccccccccccccc"
+
     def test_bad_ref_names(self, store):
         for name in ["", "../x", "runs/../../x", "/abs"]:
             with pytest.raises(StoreError):

@@ -21,6 +21,7 @@ import errno
 import fcntl
 import os
 import secrets
+import struct
 from pathlib import Path
 from typing import BinaryIO
 
@@ -350,7 +351,37 @@ class LocalBackend(Backend):
             self.put(f"refs/{name}", [new.encode() + b"\n"], step="ref")
         return None
 
+    def delete_ref(self, name: str, expected: str) -> str | None:
+        with _FileLock(self.root / "locks" / "refs.lock", self.file_mode):
+            current = self.read_ref(name)
+            if current != expected:
+                return current
+            self.delete(f"refs/{name}")
+            _fsync_dir(self._ref_path(name).parent)
+        return None
+
     # ------------------------------------------------------------------ leases
+
+    def lease_holder(self, run_id: str) -> str | None:
+        """Asks the kernel who holds the lock (F_GETLK), without taking it."""
+        path = self.path(f"locks/{run_id}.lock")
+        if str(path) in _HELD:
+            return f"process {os.getpid()}"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot open lock file {path}: {exc.strerror or exc}; fix its permissions") from exc
+        try:
+            query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)  # struct flock: the whole file
+            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+            kind, _, _, _, pid = struct.unpack("hhqqi4x", answer)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return None if kind == fcntl.F_UNLCK else f"process {pid}"
 
     def lease(self, run_id: str) -> Lease:
         path = self.path(f"locks/{run_id}.lock")

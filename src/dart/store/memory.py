@@ -101,6 +101,18 @@ class MemoryBackend(Backend):
             self._space.refs[name] = new
         return None
 
+    def delete_ref(self, name: str, expected: str) -> str | None:
+        with self._space.lock:
+            current = self._space.refs.get(self._check(name))
+            if current != expected:
+                return current
+            del self._space.refs[name]
+        return None
+
+    def lease_holder(self, run_id: str) -> str | None:
+        with self._space.lock:
+            return f"process {os.getpid()}" if run_id in self._space.leases else None
+
     def lease(self, run_id: str) -> Lease:
         with self._space.lock:
             if run_id in self._space.leases:

@@ -262,6 +262,28 @@ class Store:
                 f"{expected}; another process is writing the same run — stop it and try again"
             )
 
+    def delete_ref(self, name: str, expected: str) -> None:
+        """Remove ref ``name`` if it still points at ``expected``."""
+        current = self.backend.delete_ref(_check_name(name, "ref name", "tags/<name>"), expected)
+        if current is not None:
+            raise StoreError(
+                f"ref {name} in store {self.location} moved to {current} while this process expected "
+                f"{expected}; another process changed it — look again and retry"
+            )
+
+    def list_refs(self, prefix: str) -> dict[str, str]:
+        """Ref name -> commit id, for the refs whose names start with ``prefix``
+        (``tags/``); refs that hold no commit id are left out."""
+        out = {}
+        for name in self.backend.list_refs(prefix):
+            try:
+                value = self.read_ref(name)
+            except StoreError:
+                continue
+            if value is not None:
+                out[name] = value
+        return out
+
     # ------------------------------------------------------------------ runs
 
     @staticmethod
