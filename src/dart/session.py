@@ -90,7 +90,7 @@ def plan_run(options: Options, script: Path, args: list[str]) -> RunPlan:
     Two starts of one command at the same instant are serialized by a start
     lease on the command's key: the second finds the first's run and is told
     it is already running."""
-    store = open_store(options.store, mode=options.store_mode)
+    store = open_store(options.store, mode=options.store_mode, s3_endpoint=options.s3_endpoint)
     if not store.writable:
         _warn(f"store {store.location} is read-only here: a run can resume from it but commits nothing")
     warn_if_foreign(store)

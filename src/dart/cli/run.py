@@ -55,6 +55,6 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     options = resolve(
         store=args.store, every=args.every, fresh=args.fresh, user_code=args.user_code, staging=args.staging,
-        on_store_error=args.on_store_error,
+        on_store_error=args.on_store_error, s3_endpoint=args.s3_endpoint,
     )
     return run_script(args.script, args.args, options)
