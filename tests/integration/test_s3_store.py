@@ -239,3 +239,18 @@ def test_store_on_s3_needs_no_local_folder(s3_server, tmp_path, monkeypatch):
     assert store.home is None and store.location.startswith("s3://")
     store.put_object(b"x")
     assert os.listdir(tmp_path) == []
+
+
+def test_requests_leave_the_programs_random_numbers_alone(s3_server):
+    """botocore's retry back-off draws from the global `random` module: a failed
+    request must not change the numbers the program draws (replicability)."""
+    import random
+
+    from s3server import free_port
+
+    before = random.getstate()
+    store = open_store(f"s3://{s3_server.new_bucket()}/r", s3_endpoint=s3_server.endpoint)
+    store.put_object(os.urandom(1000))
+    with pytest.raises(StoreError):
+        open_store("s3://b/x", s3_endpoint=f"http://127.0.0.1:{free_port()}")
+    assert random.getstate() == before

@@ -157,7 +157,11 @@ class S3Backend(Backend):
         client_kwargs = {"endpoint_url": self.endpoint} if self.endpoint else {}
         self.fs = s3fs.S3FileSystem(
             client_kwargs=client_kwargs,
-            config_kwargs={"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 1}},
+            # No retries inside botocore: its back-off draws from the global `random`
+            # module, which would change the program's own random numbers (s3fs
+            # retries instead, with a fixed back-off).
+            config_kwargs={"connect_timeout": 5, "read_timeout": 60,
+                           "retries": {"mode": "standard", "total_max_attempts": 1}},
             use_listings_cache=False,
             skip_instance_cache=True,
             max_concurrency=PARALLEL_PARTS,
