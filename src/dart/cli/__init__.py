@@ -24,6 +24,11 @@ COMMANDS = {
     "run": "dart.cli.run",
     "log": "dart.cli.log",
     "fsck": "dart.cli.fsck",
+    "export": "dart.cli.export",
+    "import": "dart.cli.import_",
+    "copy": "dart.cli.copy",
+    "push": "dart.cli.push",
+    "pull": "dart.cli.pull",
 }
 
 
