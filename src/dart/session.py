@@ -63,8 +63,9 @@ def run_key(script: Path, args: list[str], home: Path | None) -> str:
         name = os.path.relpath(script, base)
     except ValueError:  # another drive
         name = str(script)
-    if name.startswith(".."):
-        name = str(script)
+    if name.startswith("..") and home is not None:
+        name = str(script)  # outside the store's folder: a copy of the folder does not hold it
+    # (with a remote store, "../src/train.py" names the same script in every checkout)
     return xxhash.xxh3_64_hexdigest(json.dumps([name, list(args)]).encode())
 
 

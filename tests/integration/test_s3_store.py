@@ -254,3 +254,58 @@ def test_requests_leave_the_programs_random_numbers_alone(s3_server):
     with pytest.raises(StoreError):
         open_store("s3://b/x", s3_endpoint=f"http://127.0.0.1:{free_port()}")
     assert random.getstate() == before
+
+
+def test_a_lease_whose_holder_missed_its_renewal_is_waited_out(s3_server, monkeypatch):
+    monkeypatch.setenv("DART_S3_LEASE_TTL", "1.5")
+    store = open_store(f"s3://{s3_server.new_bucket()}/stale", s3_endpoint=s3_server.endpoint)
+    run = store.create_run({})
+    key = f"leases/{run}.json"
+    fresh = {"host": "machine-a.example", "pid": 7, "token": "t", "expires": time.time() + 1.45}
+    store.backend.put(key, [json.dumps(fresh).encode()])
+    with pytest.raises(StoreError, match="already running in process 7 on host machine-a.example"):
+        store.lock_run(run)  # renewed on time: its holder is alive
+    stale = dict(fresh, expires=time.time() + 0.4)  # last renewed 1.1 s ago: one renewal missed
+    store.backend.put(key, [json.dumps(stale).encode()])
+    started = time.monotonic()
+    lease = store.lock_run(run)
+    assert 0.3 < time.monotonic() - started < 5
+    assert json.loads(store.backend.get(key))["pid"] == os.getpid()
+    lease.release()
+
+
+def test_commits_are_uploaded_on_the_flusher_thread_only(s3_server):
+    """The program's thread only stages; every upload of a commit (packs of changed
+    bytes, pods, index, record, ref) is made by the flusher's thread."""
+    from dart.capture.pods import Pod
+    from dart.flush import CommitWriter
+    from dart.store.layout import CommitState
+
+    store = open_store(f"s3://{s3_server.new_bucket()}/threads", s3_endpoint=s3_server.endpoint)
+    run = store.create_run({"key": "k"})
+    threads = []
+    backend = store.backend
+    real_put, real_cas = backend.put, backend.cas_ref
+
+    def put(key, chunks, **kw):
+        threads.append((threading.current_thread().name, key))
+        return real_put(key, chunks, **kw)
+
+    def cas_ref(*a):
+        threads.append((threading.current_thread().name, "ref"))
+        return real_cas(*a)
+
+    backend.put, backend.cas_ref = put, cas_ref
+    writer = CommitWriter(store, run, parent=None, staging=64 << 20, dirty=False)
+    big = bytearray(os.urandom(3 << 20))
+    handles = []
+    for i in range(3):
+        big[i * 1000] ^= 0xFF
+        handles.append(writer.commit([Pod("g:x", b"pickle-%d" % i, [big])], {"position": i, "message": f"c{i}"}))
+    ids = [h.wait(timeout=60) for h in handles]
+    writer.close()
+    assert threads and {name for name, _ in threads} == {f"dart-flusher-{run}"}, threads
+    assert sum(1 for _, key in threads if key.startswith("objects/")) >= 6
+    [(_, stream, buffers)] = CommitState(store, store.get_commit(ids[-1])).read()
+    assert bytes(stream) == b"pickle-2" and bytes(buffers[0]) == bytes(big)
+    assert store.read_ref(f"runs/{run}") == ids[-1]

@@ -20,7 +20,8 @@ here:
   daemon thread with ``If-Match``, released by a conditional delete. A holder
   that stops renewing (its machine died) loses it after ``ttl`` s (30, or
   ``$DART_S3_LEASE_TTL``); one on this host whose process is gone loses it at
-  once. Taking over an expired lease is itself a conditional write, so of two
+  once, and a start that finds a lease whose holder missed a renewal waits it
+  out (a machine that just died) instead of failing. Taking over an expired lease is itself a conditional write, so of two
   machines that find it expired only one wins. Expiry compares the holder's
   clock with the taker's: keep the machines' clocks in sync (NTP).
 - **Cheap existence checks.** Objects are immutable and named by their content,
@@ -459,6 +460,7 @@ class S3Backend(Backend):
         key = self._lease_key(run_id)
         self._path(key)
         body = self._holder()
+        waited = False
         for _ in range(5):
             body["expires"] = time.time() + self.ttl
             data = json.dumps(body).encode()
@@ -474,7 +476,12 @@ class S3Backend(Backend):
                 except ValueError:
                     held = {}  # a damaged lease file is no lease
                 if held and not self._expired(held):
-                    raise LeaseHeld(run_id, self._held_text(held))
+                    wait = None if waited else self._stale_for(held)
+                    if wait is None:
+                        raise LeaseHeld(run_id, self._held_text(held))
+                    time.sleep(wait)  # its holder missed a renewal: likely gone, wait the lease out once
+                    waited = True
+                    continue
             new_etag = self._conditional_put(key, data, etag)
             if new_etag is not None:
                 lease = S3Lease(self, run_id, new_etag, body)
@@ -488,6 +495,19 @@ class S3Backend(Backend):
         left = float(held.get("expires", 0)) - time.time()
         return (f"{self.describe_holder(held)} (its lease in {self.location} expires in {max(left, 0):.0f} s "
                 "unless that process renews it)")
+
+    def _stale_for(self, held: dict) -> float | None:
+        """Seconds until a lease whose holder missed its last renewal expires (a
+        machine that died a moment ago: the next start waits it out rather than
+        failing); None for a lease renewed on time."""
+        try:
+            left = float(held.get("expires", 0)) - time.time()
+        except (TypeError, ValueError):
+            return None
+        renewed_ago = self.ttl - left
+        if renewed_ago > self.ttl / 3 * 1.5 and left < self.ttl:
+            return max(left, 0) + 0.05
+        return None
 
     def _expired(self, held: dict) -> bool:
         try:
