@@ -6,6 +6,7 @@ racing on one run; the network to the server cut and restored during a run."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -63,6 +64,9 @@ def test_killed_on_machine_a_resumed_on_machine_b(tmp_path, s3_server, reference
     else:
         killed = run_and_kill(cmd, dir_a, env, after_lines=6)
     assert not (dir_a / ".dart").exists() and not (dir_b / ".dart").exists()
+    # the kill left the remote store consistent: nothing damaged, at most garbage
+    fsck = run([PYTHON, "-m", "dart", "fsck", "--store", url, "--json"], cwd=dir_b, env=env)
+    assert fsck.returncode == 0 and json.loads(fsck.stdout)["clean"], fsck.describe()
     log_before = s3_log(url, dir_b, s3_server.endpoint) if how != "mid-upload" or killed.stdout else []
     resumed = run(cmd, cwd=dir_b, env=env)
     if log_before:
