@@ -63,6 +63,9 @@ def test_export_local_import_s3_resume_on_machine_b(tmp_path, s3_server, killed_
     res = dart("import", archive, "--store", url, cwd=b, env=env)
     assert res.returncode == 0, res.describe()
     assert [c["id"] for c in log(url, b, env)] == [head["id"]]
+    loaded = run([PYTHON, "-c", f"import dart; print(dart.load(store={url!r})['w'].tolist())"], cwd=b, env=env)
+    from_a = run([PYTHON, "-c", "import dart; print(dart.load(store='.dart')['w'].tolist())"], cwd=a, env=env)
+    assert loaded.returncode == 0 and loaded.stdout == from_a.stdout and "[" in loaded.stdout, loaded.describe()
     # machine B runs the same command against the S3 store: it continues from the commit
     resumed = run(dart_cmd(NUMPY, store=url, every="0"), cwd=b, env=env)
     assert f"from commit {head['id'][:12]}" in resumed.stderr, resumed.describe()

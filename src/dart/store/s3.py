@@ -126,12 +126,6 @@ class S3Lease(Lease):
             self._held = False
             self.backend._release(self)
 
-    def __del__(self) -> None:
-        try:
-            self.release()
-        except Exception:  # noqa: BLE001 - at interpreter exit the loop may be gone; the lease expires
-            pass
-
 
 class S3Backend(Backend):
     """A store under ``s3://bucket/prefix``. Safe to use from several threads and processes."""
