@@ -216,3 +216,20 @@ def test_copy_refuses_a_diverged_run(tmp_path, s3_server):
     run_id = before[0]["run"]
     assert f"run {run_id} in store {url}" in res.stderr and "diverged" in res.stderr, res.stderr
     assert log(url, a, env) == before
+
+
+@pytest.mark.parametrize("args, says", [
+    (["import", "no-such.tar", "--store", "s"], "no archive no-such.tar"),
+    (["export", "deadbeef", "out.tar", "--store", "s"], "no commit deadbeef"),
+    (["export", "deadbeef", "out.tar", "--store", "never-made"], "no dart store"),
+    (["copy", "never-made", "dst"], "no dart store"),
+    (["log", "--store", "s3://b/x", "--s3-endpoint", "not-a-url"], "is not an endpoint URL"),
+])
+def test_bad_input_is_one_error_line(tmp_path, args, says):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "store.json").write_text('{"format": 1}\n')
+    res = dart(*args, cwd=tmp_path, env=None)
+    assert res.returncode == 2, res.describe()
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dart: error:") and says in lines[0], res.stderr
+    assert not (tmp_path / "out.tar").exists() and not (tmp_path / "dst").exists()

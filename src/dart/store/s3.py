@@ -193,8 +193,8 @@ class S3Backend(Backend):
         """The StoreError for a failed request (what, where, what to do)."""
         if isinstance(exc, StoreError):
             return exc
-        if isinstance(exc, PermissionError) or _error_code(exc) in ("AccessDenied", "403", "InvalidAccessKeyId",
-                                                                   "SignatureDoesNotMatch"):
+        if (isinstance(exc, PermissionError) or type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError")
+                or _error_code(exc) in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch")):
             hint = "check the AWS credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE)"
         elif _error_code(exc) in ("NoSuchBucket",):
             hint = f"create the bucket {self.bucket} first, or give another --store"
@@ -221,7 +221,7 @@ class S3Backend(Backend):
 
     def put(self, key: str, chunks: list, *, step: str | None = None) -> int:
         path = self._path(key)
-        data = b"".join(bytes(c) if not isinstance(c, (bytes, bytearray)) else c for c in chunks)
+        data = b"".join(chunks)  # the codec's chunks are flat byte buffers
         if step:
             crash_point(f"{step}-tmp")  # nothing visible yet
         try:
