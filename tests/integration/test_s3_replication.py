@@ -41,7 +41,7 @@ def env_for(server, endpoint=None, **extra) -> dict:
     return child_env(**server.env(endpoint), **extra)
 
 
-@pytest.mark.parametrize("how", ["after-6-lines", "random-0", "random-1", "mid-upload"])
+@pytest.mark.parametrize("how", ["after-6-lines", "random-0", "mid-upload", "before-ref"])
 def test_killed_on_machine_a_resumed_on_machine_b(tmp_path, s3_server, reference_outputs, how):
     reference = reference_outputs(NUMPY)
     url = f"s3://{s3_server.new_bucket()}/team/runs"
@@ -50,9 +50,10 @@ def test_killed_on_machine_a_resumed_on_machine_b(tmp_path, s3_server, reference
     env = env_for(s3_server)
     # The same command line on both machines: the script by its relative name.
     cmd = dart_cmd(NUMPY, store=url, every="0")
-    if how == "mid-upload":
-        # the 6th object upload dies between its temporary and its visible state
-        env_a = dict(env, DART_TEST_CRASH_AT="object-tmp:6")
+    if how in ("mid-upload", "before-ref"):
+        # dies as the 6th object upload starts (nothing of it visible), or with the
+        # 4th commit's record uploaded and its ref not moved yet
+        env_a = dict(env, DART_TEST_CRASH_AT="object-tmp:6" if how == "mid-upload" else "ref-tmp:4")
         killed = subprocess.run(cmd, cwd=dir_a, env=env_a, capture_output=True, text=True, timeout=90)
         assert killed.returncode == 70, killed.stderr
         from conftest import Result
@@ -67,7 +68,7 @@ def test_killed_on_machine_a_resumed_on_machine_b(tmp_path, s3_server, reference
     # the kill left the remote store consistent: nothing damaged, at most garbage
     fsck = run([PYTHON, "-m", "dart", "fsck", "--store", url, "--json"], cwd=dir_b, env=env)
     assert fsck.returncode == 0 and json.loads(fsck.stdout)["clean"], fsck.describe()
-    log_before = s3_log(url, dir_b, s3_server.endpoint) if how != "mid-upload" or killed.stdout else []
+    log_before = s3_log(url, dir_b, s3_server.endpoint)
     resumed = run(cmd, cwd=dir_b, env=env)
     if log_before:
         assert "dart: resuming run" in resumed.stderr, resumed.describe()
