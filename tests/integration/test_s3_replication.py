@@ -174,3 +174,29 @@ def test_network_cut_with_on_store_error_stop(tmp_path, s3_server, reference_out
         assert resumed.lines[-1] == reference_outputs(NUMPY, 8)[-1]
     finally:
         relay.stop()
+
+
+def test_a_commit_after_a_resume_on_another_machine_writes_only_what_changed(tmp_path, s3_server, reference_outputs):
+    """A 24 MiB table changed a few rows a step: the first commit uploads all of
+    it, and after the resume on machine B each commit uploads only the changed
+    rows, not the table again."""
+    name = "sparse_table.py"
+    reference = reference_outputs(name, 14)
+    url = f"s3://{s3_server.new_bucket()}/sparse"
+    env = env_for(s3_server)
+    dirs = []
+    for m in ("machine-a", "machine-b"):
+        (tmp_path / m).mkdir()
+        shutil.copy(script(name), tmp_path / m / name)
+        dirs.append(tmp_path / m)
+    cmd = dart_cmd(name, 14, store=url, every="0")
+    killed = run_and_kill(cmd, dirs[0], env, after_lines=6)
+    before = {c["id"] for c in s3_log(url, dirs[1], s3_server.endpoint)}
+    resumed = run(cmd, cwd=dirs[1], env=env)
+    check_resumed(reference, killed, resumed, 1)
+    log = s3_log(url, dirs[1], s3_server.endpoint)
+    written = [c["bytes_written"] for c in log[::-1]]
+    assert max(written) > 16 << 20, written  # the whole table (zstd takes a little off), once
+    after_resume = [c for c in log if c["id"] not in before and c["message"] != "finished"]
+    assert after_resume
+    assert max(c["bytes_written"] for c in after_resume) < 2 << 20, written
