@@ -106,6 +106,27 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class _Pieces:
+    """Chunks read as one byte string, a part at a time: a big object is not
+    joined into one copy (at most PARALLEL_PARTS parts are in memory at once)."""
+
+    def __init__(self, views: list[memoryview]) -> None:
+        self.views = views
+        self.size = sum(v.nbytes for v in views)
+
+    def read(self, start: int, length: int) -> bytes:
+        out, at = [], 0
+        end = start + length
+        for view in self.views:
+            lo, hi = max(start, at), min(end, at + view.nbytes)
+            if lo < hi:
+                out.append(view[lo - at : hi - at])
+            at += view.nbytes
+            if at >= end:
+                break
+        return b"".join(out)
+
+
 class S3Lease(Lease):
     """A run lease held in ``leases/<run>.json``, renewed by the backend's renewer thread."""
 
@@ -221,22 +242,23 @@ class S3Backend(Backend):
 
     def put(self, key: str, chunks: list, *, step: str | None = None) -> int:
         path = self._path(key)
-        data = b"".join(chunks)  # the codec's chunks are flat byte buffers
+        views = [memoryview(c).cast("B") for c in chunks]  # the codec's chunks are flat byte buffers
+        size = sum(v.nbytes for v in views)
         if step:
             crash_point(f"{step}-tmp")  # nothing visible yet
         try:
-            if len(data) > MULTIPART_THRESHOLD:
-                self._sync(self._multipart(path, data, step))
+            if size > MULTIPART_THRESHOLD:
+                self._sync(self._multipart(path, _Pieces(views), step))
             else:
-                self._call("put_object", Key=path, Body=data)
+                self._call("put_object", Key=path, Body=b"".join(views))
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, f"write {key}") from None
         self._note(key, True)
         if step:
             crash_point(step)
-        return len(data)
+        return size
 
-    async def _multipart(self, path: str, data: bytes, step: str | None) -> None:
+    async def _multipart(self, path: str, data: _Pieces, step: str | None) -> None:
         """Upload ``data`` in parts, PARALLEL_PARTS at a time; the object appears
         only at the end. On failure the upload is aborted (its parts freed)."""
         fs = self.fs
@@ -250,7 +272,7 @@ class S3Backend(Backend):
             async with gate:
                 out = await fs._call_s3(
                     "upload_part", Bucket=self.bucket, Key=path, UploadId=upload_id, PartNumber=number,
-                    Body=data[start : start + PART_SIZE],
+                    Body=data.read(start, PART_SIZE),
                 )
                 sent += 1
                 if step:
@@ -258,7 +280,8 @@ class S3Backend(Backend):
                 return {"PartNumber": number, "ETag": out["ETag"]}
 
         try:
-            parts = await asyncio.gather(*(part(i + 1, start) for i, start in enumerate(range(0, len(data), PART_SIZE))))
+            starts = range(0, data.size, PART_SIZE)
+            parts = await asyncio.gather(*(part(i + 1, start) for i, start in enumerate(starts)))
             await fs._call_s3(
                 "complete_multipart_upload", Bucket=self.bucket, Key=path, UploadId=upload_id,
                 MultipartUpload={"Parts": list(parts)},
