@@ -176,19 +176,33 @@ def test_network_cut_with_on_store_error_stop(tmp_path, s3_server, reference_out
         relay.stop()
 
 
-def test_a_commit_after_a_resume_on_another_machine_writes_only_what_changed(tmp_path, s3_server, reference_outputs):
-    """A 24 MiB table changed a few rows a step: the first commit uploads all of
-    it, and after the resume on machine B each commit uploads only the changed
-    rows, not the table again."""
-    name = "sparse_table.py"
-    reference = reference_outputs(name, 14)
-    url = f"s3://{s3_server.new_bucket()}/sparse"
-    env = env_for(s3_server)
+TABLE_SCRIPT = """\
+import hashlib, sys, time
+import numpy as np
+rng = np.random.default_rng(0)
+table = rng.random((6144, 1024), dtype=np.float32)  # 24 MiB, 4 KiB rows, barely compressible
+for step in range(int(sys.argv[1])):
+    rows = rng.choice(len(table), 8, replace=False)
+    table[rows] += step
+    print(f"step {step} rows {int(rows.sum())}", flush=True)
+    time.sleep(0.02)
+print("sha256", hashlib.sha256(table.tobytes()).hexdigest())
+"""
+
+
+def test_a_commit_after_a_resume_on_another_machine_writes_only_what_changed(tmp_path, s3_server):
+    """A 24 MiB table changed a few rows a step: one commit uploads all of it (a
+    multipart upload), and after the resume on machine B each commit uploads only
+    the changed rows, not the table again."""
+    name = "table.py"
     dirs = []
     for m in ("machine-a", "machine-b"):
         (tmp_path / m).mkdir()
-        shutil.copy(script(name), tmp_path / m / name)
+        (tmp_path / m / name).write_text(TABLE_SCRIPT)
         dirs.append(tmp_path / m)
+    reference = run([PYTHON, name, 14], cwd=dirs[0]).lines
+    url = f"s3://{s3_server.new_bucket()}/table"
+    env = env_for(s3_server)
     cmd = dart_cmd(name, 14, store=url, every="0")
     killed = run_and_kill(cmd, dirs[0], env, after_lines=6)
     before = {c["id"] for c in s3_log(url, dirs[1], s3_server.endpoint)}
@@ -199,4 +213,4 @@ def test_a_commit_after_a_resume_on_another_machine_writes_only_what_changed(tmp
     assert max(written) > 16 << 20, written  # the whole table (zstd takes a little off), once
     after_resume = [c for c in log if c["id"] not in before and c["message"] != "finished"]
     assert after_resume
-    assert max(c["bytes_written"] for c in after_resume) < 2 << 20, written
+    assert max(c["bytes_written"] for c in after_resume) < 1 << 20, written
