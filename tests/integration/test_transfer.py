@@ -146,11 +146,13 @@ EXPECTED_REASON = {
     "symlink": "is not a plain file",
     "dropped-object": "missing",
     "not-a-tar": "not a dart archive",
+    "manifest-run": "which is not the run of commit",
 }
 
 
 @pytest.mark.parametrize("tamper", ["flipped-object-byte", "flipped-record-byte", "traversal-name",
-                                    "absolute-name", "symlink", "dropped-object", "not-a-tar"])
+                                    "absolute-name", "symlink", "dropped-object", "not-a-tar",
+                                    "manifest-run"])
 def test_tampered_archive_is_refused_and_nothing_imported(tmp_path, good_archive, tamper):
     archive = good_archive
     bad = tmp_path / "bad.tar"
@@ -177,6 +179,14 @@ def test_tampered_archive_is_refused_and_nothing_imported(tmp_path, good_archive
     elif tamper == "dropped-object":
         dropped = []
         _rewrite(archive, bad, lambda n, d: None if n.startswith("objects/") and not dropped and not dropped.append(n) else (n, d))
+    elif tamper == "manifest-run":
+        def change(name, data):
+            if name == "dart-archive.json":
+                manifest = json.loads(data)
+                manifest["run"] = "x/../../elsewhere"
+                data = json.dumps(manifest).encode()
+            return name, data
+        _rewrite(archive, bad, change)
     else:
         bad.write_bytes(b"this is not an archive" * 100)
     b = tmp_path / "machine-b"

@@ -290,8 +290,11 @@ def import_archive(path: str | os.PathLike, store: Store) -> Transfer:
         lost = sorted(set(manifest["members"]) - present)[:3]
         raise _refuse(path, f"members its manifest lists are missing ({', '.join(lost)})")
     head, run = manifest.get("commit"), manifest.get("run")
-    if head not in records:
+    if not isinstance(head, str) or head not in records:
         raise _refuse(path, f"the commit it names ({head!r}) is not in it")
+    if run is not None and (not isinstance(run, str) or not _MEMBER.match(f"runs/{run}.json")
+                            or records[head].run != run):
+        raise _refuse(path, f"its manifest names run {run!r}, which is not the run of commit {head}")
     for record in records.values():
         for oid in object_names(record):
             if f"objects/{oid}" not in present and not store.has_object(oid):
