@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the virtualenvs .venv-3.12 and .venv-3.13 in the repository
-# root and install dart with its test extra into each.
+# root and install dart with its test extra into each (the test extra brings
+# s3fs and moto[server]: the S3 tests start a moto server on 127.0.0.1).
 #
 #   bash ci/setup.sh            # both Pythons
 #   bash ci/setup.sh 3.12       # only one
@@ -102,6 +103,6 @@ for want in "${versions[@]}"; do
 
     t=$(now)
     (cd /tmp && "$root/$venv/bin/python" -c \
-        'import dart, torch; print("dart", dart.__version__, "from", dart.__file__, "| torch", torch.__version__)')
+        'import dart, torch, s3fs, moto; print("dart", dart.__version__, "from", dart.__file__, "| torch", torch.__version__, "| s3fs", s3fs.__version__, "| moto", moto.__version__)')
     step "import check ($(took "$t")); setup total $(took "$total")"
 done

@@ -134,7 +134,7 @@ def load(commit: str | None = None, names=None, store: str | None = None, run_so
     from .store.trust import warn_if_foreign
 
     options = _resolve(store=store)
-    st = open_store(options.store, create=False)
+    st = open_store(options.store, create=False, s3_endpoint=options.s3_endpoint)
     warn_if_foreign(st)
     record = resolve_commit(st, "HEAD" if commit is None else commit)
     script = record.source.get("file")

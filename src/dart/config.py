@@ -38,6 +38,7 @@ class Options:
     staging: int = MAX_DEFAULT_STAGING  # bytes of staging memory (see flush/staging.py)
     on_store_error: str = "warn"  # "warn": go on without commits and retry; "stop": stop the program
     store_mode: str = "private"  # who may read what the store creates: private, group or public
+    s3_endpoint: str | None = None  # the S3-compatible server of an s3:// store (None: AWS defaults)
 
 
 def _physical_memory() -> int | None:
@@ -137,6 +138,13 @@ parse_store_mode = _choice("a store mode", {
 })
 
 
+def parse_endpoint(value, source: str) -> str:
+    text = str(value).strip()
+    if not text.startswith(("http://", "https://")) or len(text.split("://", 1)[1]) == 0:
+        raise ConfigError(f"{source}: {value!r} is not an endpoint URL; give one like http://127.0.0.1:9000")
+    return text
+
+
 def _flag(value, source: str) -> bool:
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "on"):
@@ -159,7 +167,7 @@ def _pick(arg, flag: str, env: str, key: str, table: dict, parse, default):
 
 def resolve(
     store=None, every=None, fresh: bool = False, cwd: Path | None = None, user_code=None, local_modules=None,
-    staging=None, on_store_error=None, store_mode=None,
+    staging=None, on_store_error=None, store_mode=None, s3_endpoint=None,
 ) -> Options:
     cwd = Path.cwd() if cwd is None else cwd
     table = _pyproject(cwd)
@@ -187,8 +195,11 @@ def resolve(
         lambda: "warn",
     )
     mode = _pick(store_mode, "store_mode", "DART_STORE_MODE", "store_mode", table, parse_store_mode, lambda: "private")
+    endpoint = _pick(s3_endpoint, "--s3-endpoint", "DART_S3_ENDPOINT", "s3_endpoint", table, parse_endpoint,
+                     lambda: None)
     return Options(
         store=store,
+        s3_endpoint=endpoint,
         staging=staging_bytes,
         on_store_error=store_errors,
         store_mode=mode,

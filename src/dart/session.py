@@ -64,8 +64,9 @@ def run_key(script: Path, args: list[str], home: Path | None) -> str:
         name = os.path.relpath(script, base)
     except ValueError:  # another drive
         name = str(script)
-    if name.startswith(".."):
-        name = str(script)
+    if name.startswith("..") and home is not None:
+        name = str(script)  # outside the store's folder: a copy of the folder does not hold it
+    # (with a remote store, "../src/train.py" names the same script in every checkout)
     return xxhash.xxh3_64_hexdigest(json.dumps([name, list(args)]).encode())
 
 
@@ -93,7 +94,7 @@ def plan_run(options: Options, script: Path, args: list[str], at: str | None = N
     it is already running. With ``at`` (a commit name, see
     dart.history.address), start a new run that continues from that commit: a
     branch; the commits after it stay where they are."""
-    store = open_store(options.store, mode=options.store_mode)
+    store = open_store(options.store, mode=options.store_mode, s3_endpoint=options.s3_endpoint)
     if not store.writable:
         _warn(f"store {store.location} is read-only here: a run can resume from it but commits nothing")
     warn_if_foreign(store)

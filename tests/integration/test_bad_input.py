@@ -105,8 +105,15 @@ def test_log_without_store(tmp_path):
 
 
 def test_log_of_an_unsupported_store_url(tmp_path):
-    res = run([PYTHON, "-m", "dart", "log", "--store", "s3://bucket/runs"], tmp_path)
-    assert_dart_error(res, "s3://", "not supported yet")
+    res = run([PYTHON, "-m", "dart", "log", "--store", "ftp://host/runs"], tmp_path)
+    assert_dart_error(res, "ftp://", "not supported", "s3://BUCKET")
+    assert os.listdir(tmp_path) == []
+
+
+def test_log_of_an_unreachable_s3_store(tmp_path):
+    res = run([PYTHON, "-m", "dart", "log", "--store", "s3://bucket/runs", "--s3-endpoint", "http://127.0.0.1:9"],
+              tmp_path, env=child_env(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-east-1"))
+    assert_dart_error(res, "s3://bucket/runs", "http://127.0.0.1:9", "check the network")
     assert os.listdir(tmp_path) == []
 
 

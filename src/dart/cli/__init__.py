@@ -30,12 +30,27 @@ COMMANDS = {
     "tag": "dart.cli.tag",
     "checkout": "dart.cli.checkout",
     "gc": "dart.cli.gc",
+    "export": "dart.cli.export",
+    "import": "dart.cli.import_",
+    "copy": "dart.cli.copy",
+    "push": "dart.cli.push",
+    "pull": "dart.cli.pull",
 }
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--store", metavar="DIR", help="the store: a directory (default: $DART_STORE or ./.dart)"
+        "--store", metavar="DIR|URL",
+        help="the store: a directory or s3://BUCKET/PREFIX (default: $DART_STORE or ./.dart)",
+    )
+    add_s3_endpoint_option(parser)
+
+
+def add_s3_endpoint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--s3-endpoint", metavar="URL",
+        help="the S3-compatible server of s3:// stores, e.g. http://127.0.0.1:9000 (default: "
+        "$DART_S3_ENDPOINT, [tool.dart] s3_endpoint, else AWS's own: $AWS_ENDPOINT_URL or AWS S3)",
     )
 
 

@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    options = resolve(store=args.store, every=args.every)
-    record = resolve_commit(open_store(options.store, create=False), args.commit)
+    options = resolve(store=args.store, every=args.every, s3_endpoint=args.s3_endpoint)
+    record = resolve_commit(open_store(options.store, create=False, s3_endpoint=options.s3_endpoint), args.commit)
     script = args.script or record.source.get("file") or record.command.get("script")
     if not script:
         raise ScriptError(f"commit {record.short} does not say which script made it; pass --script SCRIPT")

@@ -50,8 +50,8 @@ def _summary(change: dict | None) -> str:
 
 
 def main(args) -> int:
-    options = resolve(store=args.store)
-    store = open_store(options.store, create=False)
+    options = resolve(store=args.store, s3_endpoint=args.s3_endpoint)
+    store = open_store(options.store, create=False, s3_endpoint=options.s3_endpoint)
     a, b = resolve_commit(store, args.a), resolve_commit(store, args.b)
     changes = diff_commits(store, a, b)
     if args.json:

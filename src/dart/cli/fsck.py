@@ -47,8 +47,8 @@ def _progress():
 
 
 def main(args) -> int:
-    options = resolve(store=args.store)
-    store = open_store(options.store, create=False)
+    options = resolve(store=args.store, s3_endpoint=args.s3_endpoint)
+    store = open_store(options.store, create=False, s3_endpoint=options.s3_endpoint)
     bar, update = _progress()
     if bar is not None:
         with bar:

@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    options = resolve(store=args.store)
-    store = open_store(options.store, create=False)
+    options = resolve(store=args.store, s3_endpoint=args.s3_endpoint)
+    store = open_store(options.store, create=False, s3_endpoint=options.s3_endpoint)
     policy = Policy(keep_last=args.keep_last, thin=args.thin)
     if args.dry_run:
         result = plan(store, policy)

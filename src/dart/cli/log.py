@@ -71,8 +71,8 @@ def _size(n: int) -> str:
 
 
 def main(args) -> int:
-    options = resolve(store=args.store)
-    store = open_store(options.store, create=False)
+    options = resolve(store=args.store, s3_endpoint=args.s3_endpoint)
+    store = open_store(options.store, create=False, s3_endpoint=options.s3_endpoint)
     damage: list[str] = []
     rows = entries(store, args.run, args.limit, damage)
     for problem in damage:  # what is intact is listed; what is not is said, on stderr

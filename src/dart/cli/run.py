@@ -65,7 +65,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     options = resolve(
         store=args.store, every=args.every, fresh=args.fresh, user_code=args.user_code, staging=args.staging,
-        on_store_error=args.on_store_error,
+        on_store_error=args.on_store_error, s3_endpoint=args.s3_endpoint,
     )
     if args.quiet:
         os.environ["DART_QUIET"] = "1"

@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    options = resolve(store=args.store)
-    store = open_store(options.store, create=False)
+    options = resolve(store=args.store, s3_endpoint=args.s3_endpoint)
+    store = open_store(options.store, create=False, s3_endpoint=options.s3_endpoint)
     damage: list[str] = []
     runs = run_summaries(store, damage)
     for problem in damage:

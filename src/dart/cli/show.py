@@ -78,8 +78,8 @@ def show(store, record, load: bool = True, run_source: bool = False) -> dict:
 
 
 def main(args) -> int:
-    options = resolve(store=args.store)
-    store = open_store(options.store, create=False)
+    options = resolve(store=args.store, s3_endpoint=args.s3_endpoint)
+    store = open_store(options.store, create=False, s3_endpoint=options.s3_endpoint)
     record = resolve_commit(store, args.commit)
     info = show(store, record, load=not args.no_load, run_source=args.run_source)
     if args.json:

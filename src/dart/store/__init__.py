@@ -47,11 +47,13 @@ commit_id = record_id
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://(.*)$")
 
 
-def open_store(location: str | os.PathLike, create: bool = True, mode: str = "private") -> Store:
+def open_store(location: str | os.PathLike, create: bool = True, mode: str = "private",
+               s3_endpoint: str | None = None) -> Store:
     """The store at ``location``: a directory path (created if ``create``, with
     permissions ``mode``: "private", "group" or "public", see local.MODES), or a
-    URL: ``memory://NAME``. Other schemes (``s3://``) are refused with a clear
-    message until their backend exists."""
+    URL: ``memory://NAME``, ``s3://BUCKET/PREFIX`` (object storage, see s3.py;
+    ``s3_endpoint`` names an S3-compatible server, else $DART_S3_ENDPOINT or the
+    AWS defaults). Other schemes are refused with a clear message."""
     text = os.fspath(location)
     match = _SCHEME.match(text) if isinstance(text, str) else None
     if match is None or len(match.group(1)) == 1:  # "C://..." is a path
@@ -63,7 +65,11 @@ def open_store(location: str | os.PathLike, create: bool = True, mode: str = "pr
         if not rest or "/" in rest:
             raise StoreError(f"bad store location {text!r}; use memory://NAME")
         return Store(MemoryBackend(rest, create=create), create=create)
+    if scheme == "s3":
+        from .s3 import S3Backend  # needs s3fs (the s3 extra): imported only for s3:// stores
+
+        return Store(S3Backend(text, create=create, endpoint=s3_endpoint), create=create)
     raise StoreError(
-        f"stores at {scheme}:// locations are not supported yet (store {text!r}); "
-        "use a local directory for --store"
+        f"stores at {scheme}:// locations are not supported (store {text!r}); "
+        "use a local directory, s3://BUCKET/PREFIX or memory://NAME for --store"
     )

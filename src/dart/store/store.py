@@ -307,8 +307,12 @@ class Store:
         return run_id
 
     def _read_run(self, key: str) -> dict:
-        data = self.backend.get(key)
-        where = self._where(key)
+        return self.decode_run(self.backend.get(key), key, self._where(key))
+
+    @staticmethod
+    def decode_run(data: bytes, key: str, where: str) -> dict:
+        """The run metadata in the bytes of run file ``key`` (CorruptObjectError if
+        they fail their checksum, do not parse or name another run)."""
         if data.startswith(RUN_MAGIC):  # since record version 2; older run files are bare JSON
             header, _, data = data.partition(b"\n")
             if header[len(RUN_MAGIC) :] != xxhash.xxh3_64_hexdigest(data).encode():
