@@ -461,7 +461,41 @@ class S3Backend(Backend):
         current, _ = self._read_ref(name)
         return current if current is not None else ""
 
+    def delete_ref(self, name: str, expected: str) -> str | None:
+        """Remove ref ``name`` if it still holds ``expected``: a conditional
+        delete on the etag it was read with, so a concurrent move wins."""
+        key = f"refs/{name}"
+        self._path(key)
+        for _ in range(10):
+            current, etag = self._read_ref(name)
+            if current != expected:
+                return current
+            try:
+                self._call("delete_object", Key=self._path(key), IfMatch=etag)
+            except Exception as exc:  # noqa: BLE001
+                if _precondition_failed(exc):
+                    continue  # moved between our read and our delete: read again
+                raise self._fail(exc, f"delete {key}") from None
+            self._note(key, False)
+            return None
+        return self.read_ref(name)
+
     # ------------------------------------------------------------------ leases
+
+    def lease_holder(self, run_id: str) -> str | None:
+        """Who holds the lease of a run, read from its lease object without
+        taking it; None if nobody or the lease lapsed."""
+        try:
+            current, _ = self._get(self._lease_key(run_id))
+        except Missing:
+            return None
+        try:
+            held = json.loads(current)
+        except ValueError:
+            return None
+        if not isinstance(held, dict) or self._expired(held):
+            return None
+        return self.describe_holder(held)
 
     def _holder(self) -> dict:
         return {"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8)}
