@@ -37,8 +37,18 @@ from .capture.path import (
 )
 from .config import Options
 from .coordinate import LocalTimer, SafePoint
-from .errors import CaptureError, CommitFailedError, DartError, DartWarning, ResumeError, RunBusyError, StoreError
+from .errors import (
+    CaptureError,
+    CommitFailedError,
+    DartError,
+    DartWarning,
+    ResumeError,
+    RunBusyError,
+    StoreError,
+    TransactionError,
+)
 from .flush import CommitHandle, CommitWriter
+from . import rollback
 from .astpath import annotate_paths, innermost_statement, node_at, position_after
 from .monitor import Monitor
 from .monitor.usercode import UserCode
@@ -291,6 +301,13 @@ class Session:
         """Watch ``code`` (compiled from ``tree``) and arm the first commit."""
         self.monitor.watch(code, tree, self.tree)
         self.coordinator.start(self.monitor)
+        rollback._commit_hooks.append(self._commit_after_transaction)
+
+    def _commit_after_transaction(self, txn) -> None:
+        """``dart.transaction(commit=True)`` completed: commit at the next safe point
+        (right after the ``with`` statement in watched code), where resume can start."""
+        if not self._closed:
+            self.monitor.due_now()
 
     # -- committing -----------------------------------------------------------------
     # -- when the store fails --------------------------------------------------------
@@ -336,6 +353,8 @@ class Session:
 
     def _on_safe_point(self, frame, sites: CodeSites, kind: str, path, line: int, site: LoopSite | None) -> None:
         self._check_stop()
+        if rollback.is_open():
+            return  # never commit the inside of an unfinished transaction: the commit stays due
         try:
             self.monitor.watch_new_modules()  # callers in user modules imported since the last look
         except Exception:
@@ -501,7 +520,15 @@ class Session:
 
     def commit_explicit(self, frame, message: str | None) -> CommitHandle:
         """``dart.commit()``: resumable right after the calling statement when it
-        is a plain ``dart.commit(...)`` statement in watched code."""
+        is a plain ``dart.commit(...)`` statement in watched code. Refused inside a
+        transaction: a commit never holds the inside of an unfinished one."""
+        if rollback.is_open():
+            where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "here"
+            raise TransactionError(
+                f"dart.commit() at {where} was called while a dart.transaction() is open; a commit never "
+                "captures an unfinished transaction. Call dart.commit() after the with block, or use "
+                "dart.transaction(commit=True) to commit when it completes"
+            )
         sites = self.monitor.watched.get(frame.f_code) if frame is not None else None
         spots = None
         if sites is not None:
@@ -554,6 +581,8 @@ class Session:
         self._close(status=status, error=error)
 
     def _close(self, **run_fields) -> None:
+        if self._commit_after_transaction in rollback._commit_hooks:
+            rollback._commit_hooks.remove(self._commit_after_transaction)
         self._closed = True
         self.monitor.stop()
         try:

@@ -28,12 +28,13 @@ ALLOWED = {
     "flush": {"delta", "store", "errors"},
     "resume": {"astpath", "capture", "capture.hidden", "monitor", "store", "errors"},
     "coordinate": {"config"},
+    "rollback": {"compat", "delta", "errors"},
     "session": {"astpath", "capture", "capture.hidden", "config", "coordinate", "errors", "flush", "monitor",
-                "resume", "store"},
+                "resume", "rollback", "store"},
     "present": {"errors"},
     "runner": {"config", "errors", "present", "session"},
     "cli": {"__init__", "capture", "config", "errors", "present", "runner", "store"},
-    "__init__": {"_native", "capture", "config", "errors", "flush", "present", "resume", "runner", "store"},
+    "__init__": {"_native", "capture", "config", "errors", "flush", "present", "resume", "rollback", "runner", "store"},
     "__main__": {"cli"},
 }
 

@@ -255,11 +255,11 @@ class _FileState:
 class _FrameState:
     """The local variables of a running function frame (rebinding, not just mutation)."""
 
-    __slots__ = ("frame", "values", "not_undone")
+    __slots__ = ("frame", "values", "left_bound")
 
     def __init__(self, frame):
         self.frame, self.values = frame, dict(frame.f_locals)
-        self.not_undone: list[str] = []
+        self.left_bound: list[str] = []
 
     def restore(self, keep):
         now = dict(self.frame.f_locals)
@@ -268,8 +268,7 @@ class _FrameState:
         if changed:
             compat.rebind_locals(self.frame, changed)
         where = self.frame.f_code.co_qualname
-        self.not_undone = [f"local {n!r} of {where}() was first bound inside the transaction and stays bound "
-                           "(Python cannot unbind a local of a running frame)" for n in unbind]
+        self.left_bound = [f"{where}().{n!r}" for n in unbind]
 
 
 class _TensorState:
@@ -456,7 +455,7 @@ def _tensor_region(t):
 
 # -- the transaction ----------------------------------------------------------------------
 
-_DART_DIR = str(pathlib.Path(__file__).parent)
+_DART_DIR = str(pathlib.Path(__file__).parent) + "/"
 _LIBRARY_DIRS = tuple({p for k in ("stdlib", "platstdlib", "purelib", "platlib")
                        if (p := sysconfig.get_paths().get(k))})
 
@@ -490,7 +489,9 @@ class Transaction:
     commit: under dart, commit once the outermost transaction completes.
 
     After the block: ``rolled_back`` (bool), ``not_undone`` (what the rollback could not
-    undo, named), ``reached`` (objects snapshot), ``shadowed`` (buffers kept in step).
+    undo, named), ``left_bound`` (locals first bound inside a block that rolled back: they
+    keep their values, as Python cannot unbind a local of a running frame), ``reached``
+    (objects snapshot), ``shadowed`` (buffers kept in step by the delta engine).
     """
 
     def __init__(self, *objects, strict: bool = False, commit: bool = False, frame=None):
@@ -499,6 +500,7 @@ class Transaction:
         self._frame = frame
         self.rolled_back = False
         self.not_undone: list[str] = []
+        self.left_bound: list[str] = []  # locals first bound in the block: Python cannot unbind them
         self.reached = 0
         self.shadowed = 0
         self._states: list = []
@@ -732,8 +734,8 @@ class Transaction:
             except Exception as exc:  # one object refusing must not stop the rest
                 self.not_undone.append(f"a {type(getattr(state, 'obj', state)).__name__} could not be "
                                        f"restored ({type(exc).__name__}: {exc})")
-            if isinstance(state, _FrameState) and state.not_undone:
-                self.not_undone += state.not_undone
+            if isinstance(state, _FrameState):
+                self.left_bound += state.left_bound
 
 
 class _ObjectArrayState:
