@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import dart
 from dart import rollback
+from dart.delta import available
 from dart.errors import TransactionError
 
 BIG = rollback.SHADOW_MIN // 8 * 3  # float64 elements: a buffer big enough to be shadowed
@@ -22,6 +23,23 @@ BIG = rollback.SHADOW_MIN // 8 * 3  # float64 elements: a buffer big enough to b
 
 class Boom(Exception):
     pass
+
+
+@pytest.fixture(params=["dirty", "hash"])
+def tracking(request, monkeypatch):
+    """Both ways a shadow is kept in step: kernel dirty pages, and hashing (where the
+    kernel refuses, or another tracker holds the pages)."""
+    rollback.release_shadows()
+    if request.param == "dirty" and not available():
+        pytest.skip(f"no kernel dirty-page tracking here: {available().reason}")
+    if request.param == "hash":
+        monkeypatch.setattr(rollback, "available", lambda: False)
+    yield request.param
+    rollback.release_shadows()
+
+
+def _modes():
+    return {shadow.mode for shadow in rollback._shadows.values()}
 
 
 def fails(block):
@@ -34,7 +52,7 @@ def fails(block):
 # -- buffers ---------------------------------------------------------------------------
 
 
-def test_numpy_in_place_mutation_rolls_back_bit_identical_same_object():
+def test_numpy_in_place_mutation_rolls_back_bit_identical_same_object(tracking):
     big = np.random.default_rng(1).standard_normal(BIG)
     small = np.arange(100, dtype=np.int32)
     view = big[1000:3000]
@@ -52,9 +70,10 @@ def test_numpy_in_place_mutation_rolls_back_bit_identical_same_object():
     assert np.array_equal(small, before_small)
     assert (id(big), id(small), id(view)) == ids
     assert view.base is big and np.shares_memory(view, big)
+    assert _modes() == {tracking}
 
 
-def test_repeated_transactions_keep_the_shadow_in_step():
+def test_repeated_transactions_keep_the_shadow_in_step(tracking):
     # the shadow is reused: changes made between transactions must be picked up at entry
     a = np.zeros(BIG)
     for round_ in range(5):
@@ -249,34 +268,44 @@ def test_atomic_decorator_covers_its_arguments():
     assert fine(table) == "done" and table["ok"] is True
 
 
-def test_nested_rolls_back_to_its_own_entry_and_the_outer_goes_on():
+def test_nested_rolls_back_to_its_own_entry_and_the_outer_goes_on(tracking):
     a = np.zeros(BIG)
+    x = a[10_000:]  # past the first page: the tracked pages, not the edge bytes copied at entry
     log = []
     with dart.transaction():
-        a[0] = 1
+        x[0] = 1
         log.append("outer")
         with pytest.raises(Boom):
             with dart.transaction():
-                a[1] = 2
-                a[-1] = 3
+                x[1] = 2
+                x[-1] = 3
                 log.append("inner")
                 raise Boom
-        assert a[1] == 0 and a[-1] == 0 and a[0] == 1 and log == ["outer"]
+        assert x[1] == 0 and x[-1] == 0 and x[0] == 1 and log == ["outer"]
         with dart.transaction():  # an inner one that completes
-            a[2] = 4
+            x[2] = 4
             log.append("inner ok")
         assert rollback.current() is not None
-    assert a[:3].tolist() == [1, 0, 4] and log == ["outer", "inner ok"]
+    assert x[:3].tolist() == [1, 0, 4] and log == ["outer", "inner ok"]
 
     with pytest.raises(Boom):
         with dart.transaction():
-            a[3] = 5
+            x[3] = 5
             with dart.transaction():
-                a[3] = 6  # the inner entry overwrote the shadow: the outer's undo log keeps 0
-                a[4] = 7
+                x[3] = 6  # the inner entry overwrote the shadow: the outer's undo log keeps 0
+                x[4] = 7
                 log.append("x")
             raise Boom
-    assert a[:5].tolist() == [1, 0, 4, 0, 0] and log == ["outer", "inner ok"]
+    assert x[:5].tolist() == [1, 0, 4, 0, 0] and log == ["outer", "inner ok"]
+
+    with pytest.raises(Boom):
+        with dart.transaction():
+            with dart.transaction():
+                x[5] = 8
+                with dart.transaction():  # its entry moves x[5]'s new bytes into the shadow
+                    pass
+            raise Boom  # the undo log of the middle level passed on to the outer one
+    assert x[5] == 0
     assert rollback.current() is None and not rollback.is_open()
 
 
