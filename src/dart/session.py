@@ -242,6 +242,7 @@ class Session:
         self._closed = False
         self._anchors: dict[tuple, list[str]] = {}
         self.commits = 0
+        self._after_transaction = False  # a dart.transaction(commit=True) asked for a commit
 
     # -- starting ---------------------------------------------------------------
     def prepare_resume(self) -> tuple[types.CodeType, ast.Module]:
@@ -307,6 +308,7 @@ class Session:
         """``dart.transaction(commit=True)`` completed: commit at the next safe point
         (right after the ``with`` statement in watched code), where resume can start."""
         if not self._closed:
+            self._after_transaction = True
             self.monitor.due_now()
 
     # -- committing -----------------------------------------------------------------
@@ -372,6 +374,10 @@ class Session:
             return
         if self.coordinator.agree(SafePoint(frame.f_code.co_qualname, path, kind, line)):
             self._commit(spots, message=None)
+            if self._after_transaction:
+                self._after_transaction = False
+                if self.options.every is None:
+                    self.monitor.due_at(None)  # every=never: just the one commit=True asked for
 
     def _rebuild_statement(self, frame_key: str | None, name: str, value) -> str | None:
         """Where ``name`` (a global, or a local of function ``frame_key``) is

@@ -1,0 +1,73 @@
+"""dart.transaction under `dart run`: a loop of transactions killed with SIGKILL at
+random points resumes faithfully; no commit holds the inside of an open transaction;
+dart.commit() inside one is refused; commit=True commits once it completes."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from conftest import check_resumed, dart_cmd, dart_log, plain_cmd, run, run_and_kill, script, seeded_delay
+
+LOOP = "transaction_loop.py"
+#: lines of the `with dart.transaction():` block in transaction_loop.py
+WITH_BODY = range(18, 26)
+
+
+@pytest.fixture(scope="module")
+def loop_reference(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("reference")
+    result = run(plain_cmd(script(LOOP)), cwd=cwd)
+    assert result.returncode == 0, result.describe()
+    return result.lines
+
+
+def test_no_commit_inside_a_transaction(tmp_path, loop_reference):
+    store = tmp_path / "store"
+    result = run(dart_cmd(script(LOOP), store=store), cwd=tmp_path)
+    assert result.returncode == 0, result.describe()
+    assert result.lines == loop_reference  # rolled-back steps behave as without dart
+    commits = dart_log(store, tmp_path)
+    assert len(commits) > 40  # every safe point outside the transactions committed
+    inside = [c["position"] for c in commits if c["location"]["line"] in WITH_BODY]
+    assert not inside, f"commits taken inside an open transaction: {inside}"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_loop_of_transactions_killed_at_random_points_resumes_faithfully(tmp_path, loop_reference, seed):
+    store = tmp_path / "store"
+    cmd = dart_cmd(script(LOOP), store=store)
+    kill_after = 3 + int(seeded_delay(seed, 0, 34))
+    killed = run_and_kill(cmd, cwd=tmp_path, after_lines=kill_after, extra_delay=seeded_delay(seed, 0, 0.03))
+    resumed = run(cmd, cwd=tmp_path)
+    assert "dart: resuming run" in resumed.stderr, resumed.describe()
+    check_resumed(loop_reference, killed, resumed, max_repeated=1)
+
+
+def test_dart_commit_inside_a_transaction_is_refused_and_commit_true_commits(tmp_path):
+    program = tmp_path / "program.py"
+    program.write_text(textwrap.dedent("""\
+        import dart
+
+        table = {"rows": 0}
+        try:
+            with dart.transaction():
+                table["rows"] += 1
+                dart.commit("inside")
+        except dart.TransactionError as exc:
+            print("refused:", exc)
+        print("rows", table["rows"])
+        with dart.transaction(commit=True):
+            table["rows"] = 5
+        print("after", table["rows"])
+        x = 1
+    """))
+    store = tmp_path / "store"
+    result = run(dart_cmd(program, store=store, every="never"), cwd=tmp_path)
+    assert result.returncode == 0, result.describe()
+    assert result.lines[0].startswith("refused: dart.commit() at ") and "dart.transaction(commit=True)" in result.lines[0]
+    assert result.lines[1:] == ["rows 0", "after 5"]  # the failed transaction rolled back
+    commits = dart_log(store, tmp_path)
+    assert [c["message"] for c in commits] == [None], commits  # only the commit=True one (every=never)
+    assert commits[0]["location"]["line"] == 13 and commits[0]["resumable"]  # right after the with block
