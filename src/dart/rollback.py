@@ -99,7 +99,8 @@ def release_shadows() -> int:
 _LEAF_TYPES = {int, float, complex, str, bytes, bool, type(None), range, slice, type(...),
                type(NotImplemented), types.FunctionType, types.BuiltinFunctionType, types.MethodType,
                types.CodeType, types.ModuleType, property, staticmethod, classmethod, types.CellType,
-               types.FrameType, types.TracebackType, type(threading.Lock()), type(threading.RLock())}
+               types.FrameType, types.TracebackType, type(threading.Lock()), type(threading.RLock()),
+               contextvars.Token, contextvars.Context, contextvars.ContextVar}
 _LEAF_BASES = (type, types.ModuleType, enum.Enum, pathlib.PurePath, BaseException, threading.Thread,
                threading.Event, threading.Condition)
 _LEAF_MODULES = ("dart", "pyarrow", "_thread", "logging", "re", "weakref", "typing", "datetime", "decimal",
@@ -110,7 +111,7 @@ _STD_STREAMS = tuple(s for s in (sys.stdin, sys.stdout, sys.stderr, sys.__stdin_
 
 def _is_leaf(obj) -> bool:
     cls = type(obj)
-    if cls in _LEAF_TYPES or isinstance(obj, _LEAF_BASES):
+    if cls in _LEAF_TYPES or cls is Transaction or isinstance(obj, _LEAF_BASES):
         return True
     module = cls.__module__ or ""
     if module.partition(".")[0] in _LEAF_MODULES or module.startswith("pandas._libs") and not _pandas_attrs(obj):
@@ -378,17 +379,33 @@ class _Shadowed:
         head, tail = self.bounds
         return (self.flat[:head].copy(), self.flat[tail:].copy())
 
+    def _sync(self, pages, below: _Mark | None):
+        """Copy ``pages`` of the buffer into the shadow; ``below`` (the enclosing open
+        transaction's mark) first keeps the shadow's old bytes of pages it has not saved."""
+        if not len(pages):
+            return
+        if below is not None:
+            new = [p for p in pages.tolist() if p not in below.saved_pages]
+            if new:
+                below.saved_pages.update(new)
+                index = self.np.asarray(new, dtype=self.np.intp)
+                below.saved.append((index, self.shadow[index]))
+        self._copy_rows(self.mid, self.shadow, pages)
+
+    def _copy_rows(self, src, dst, pages):
+        """Copy the given pages from src to dst (both page-row views), one slice copy per
+        run of consecutive pages: a direct memcpy each, where fancy indexing would gather
+        into a temporary and scatter again (measured 4x slower)."""
+        np = self.np
+        src, dst = src.reshape(-1), dst.reshape(-1)
+        breaks = np.flatnonzero(np.diff(pages) != 1)
+        starts = np.concatenate((pages[:1], pages[breaks + 1])) * PAGE
+        ends = (np.concatenate((pages[breaks], pages[-1:])) + 1) * PAGE
+        for start, end in zip(starts.tolist(), ends.tolist()):
+            dst[start:end] = src[start:end]
+
     def enter(self, txn):
-        pages = self._changed()
-        if len(pages):
-            if self.marks:
-                below = self.marks[-1]
-                new = [p for p in pages.tolist() if p not in below.saved_pages]
-                if new:
-                    below.saved_pages.update(new)
-                    index = self.np.asarray(new, dtype=self.np.intp)
-                    below.saved.append((index, self.shadow[index]))
-            self.shadow[pages] = self.mid[pages]
+        self._sync(self._changed(), self.marks[-1] if self.marks else None)
         self.marks.append(_Mark(txn, self._edges()))
 
     def _pop(self, txn) -> _Mark:
@@ -401,7 +418,7 @@ class _Shadowed:
         mark = self._pop(txn)
         pages = self._changed()
         if len(pages):
-            self.mid[pages] = self.shadow[pages]
+            self._copy_rows(self.shadow, self.mid, pages)
         for index, rows in mark.saved:
             self.mid[index] = rows
             self.shadow[index] = rows
@@ -413,7 +430,11 @@ class _Shadowed:
 
     def commit(self, txn):
         mark = self._pop(txn)
-        if self.marks and mark.saved:
+        if not self.marks:
+            # the outermost level: the block's pages go into the shadow now, so the next
+            # entry only scans (and copies what changed between transactions)
+            self._sync(self._changed(), None)
+        elif mark.saved:
             below = self.marks[-1]
             for index, rows in mark.saved:
                 keep = [i for i, p in enumerate(index.tolist()) if p not in below.saved_pages]
@@ -484,7 +505,8 @@ _NOT_STATE = {object, type(None)}
 class Transaction:
     """``with dart.transaction():`` / ``@dart.transaction()`` / ``@dart.atomic``.
 
-    objects: more roots to cover besides the caller's globals and locals. strict: refuse
+    objects: more roots to cover besides the caller's globals and locals (``frames=False``:
+    only them; a counter or timer in the caller's locals is then not rolled back). strict: refuse
     to start (TransactionError) if something reachable cannot be snapshot or restored.
     commit: under dart, commit once the outermost transaction completes.
 
@@ -494,8 +516,9 @@ class Transaction:
     (objects snapshot), ``shadowed`` (buffers kept in step by the delta engine).
     """
 
-    def __init__(self, *objects, strict: bool = False, commit: bool = False, frame=None):
+    def __init__(self, *objects, strict: bool = False, commit: bool = False, frames: bool = True, frame=None):
         self.objects = objects
+        self.frames = frames
         self.strict, self.commit_at_end = strict, commit
         self._frame = frame
         self.rolled_back = False
@@ -512,7 +535,7 @@ class Transaction:
         @functools.wraps(func)
         def inner(*args, **kwargs):
             with Transaction(*self.objects, args, kwargs, strict=self.strict, commit=self.commit_at_end,
-                             frame=sys._getframe(1)):
+                             frames=self.frames, frame=sys._getframe(1)):
                 return func(*args, **kwargs)
 
         return inner
@@ -522,7 +545,7 @@ class Transaction:
         if self._token is not None:
             raise TransactionError("this transaction is already open; use a new dart.transaction() for each block")
         frame = self._frame if self._frame is not None else sys._getframe(1)
-        self._snapshot(_user_frames(frame))
+        self._snapshot(_user_frames(frame) if self.frames else [])
         stack = _stack.get()
         for region in self._regions:
             region.enter(self)
@@ -784,7 +807,7 @@ def _pandas_attrs(obj) -> tuple[str, ...]:
     return ()
 
 
-def transaction(*objects, strict: bool = False, commit: bool = False) -> Transaction:
+def transaction(*objects, strict: bool = False, commit: bool = False, frames: bool = True) -> Transaction:
     """A transaction over the caller's live state: ``with dart.transaction(): ...``.
 
     If the block raises, everything reachable from the caller's globals, the locals of
@@ -792,16 +815,17 @@ def transaction(*objects, strict: bool = False, commit: bool = False) -> Transac
     the exception propagates. ``strict=True`` refuses to start if something reachable
     cannot be undone (open files written, sockets, C objects); ``commit=True`` commits
     (under ``dart run`` / ``dart.enable()``) when the outermost transaction completes.
-    Also a decorator: ``@dart.transaction(strict=True)``."""
-    return Transaction(*objects, strict=strict, commit=commit, frame=sys._getframe(1))
+    ``frames=False`` covers only ``objects``. Also a decorator: ``@dart.transaction(strict=True)``."""
+    return Transaction(*objects, strict=strict, commit=commit, frames=frames, frame=sys._getframe(1))
 
 
-def atomic(func=None, *, strict: bool = False, commit: bool = False):
+def atomic(func=None, *, strict: bool = False, commit: bool = False, frames: bool = True):
     """Decorator: each call of ``func`` is a transaction over the caller's state and the
-    call's arguments; a call that raises leaves them as they were."""
+    call's arguments (``frames=False``: the arguments only); a call that raises leaves
+    them as they were."""
     if func is None:
-        return lambda f: atomic(f, strict=strict, commit=commit)
-    return Transaction(strict=strict, commit=commit)(func)
+        return lambda f: atomic(f, strict=strict, commit=commit, frames=frames)
+    return Transaction(strict=strict, commit=commit, frames=frames)(func)
 
 
 #: Called with the transaction when an outermost ``commit=True`` transaction completes;
