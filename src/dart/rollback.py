@@ -72,7 +72,9 @@ _MISSING = object()
 
 
 def is_open() -> bool:
-    """Whether a transaction is open in any thread or task (commits wait for its end)."""
+    """Whether a transaction of the program is open in any thread or task (commits wait
+    for its end). The steps of ``--atomic-steps`` do not count: commits happen between
+    and inside them as without transactions."""
     return _open_count > 0
 
 
@@ -516,8 +518,10 @@ class Transaction:
     (objects snapshot), ``shadowed`` (buffers kept in step by the delta engine).
     """
 
-    def __init__(self, *objects, strict: bool = False, commit: bool = False, frames: bool = True, frame=None):
+    def __init__(self, *objects, strict: bool = False, commit: bool = False, frames: bool = True, frame=None,
+                 step: bool = False):
         self.objects = objects
+        self.step = step  # a loop iteration of --atomic-steps, not a transaction of the program
         self.frames = frames
         self.strict, self.commit_at_end = strict, commit
         self._frame = frame
@@ -550,8 +554,9 @@ class Transaction:
         for region in self._regions:
             region.enter(self)
         self._token = _stack.set(stack + (self,))
-        with _open_lock:
-            _open_count += 1
+        if not self.step:
+            with _open_lock:
+                _open_count += 1
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -559,8 +564,9 @@ class Transaction:
         stack = _stack.get()
         out_of_order = not stack or stack[-1] is not self
         _stack.set(tuple(t for t in stack if t is not self))
-        with _open_lock:
-            _open_count -= 1
+        if not self.step:
+            with _open_lock:
+                _open_count -= 1
         self._token = None
         failed = exc_type is not None
         if failed:
@@ -580,7 +586,7 @@ class Transaction:
                 "a transaction ended while a transaction opened after it was still open (a generator or "
                 "coroutine suspended inside a `with dart.transaction()` block); each transaction must end "
                 "before the ones opened before it") from exc
-        if not failed and self.commit_at_end and not _stack.get():
+        if not failed and self.commit_at_end and all(t.step for t in _stack.get()):
             for hook in _commit_hooks:
                 hook(self)
         return False
@@ -826,6 +832,32 @@ def atomic(func=None, *, strict: bool = False, commit: bool = False, frames: boo
     if func is None:
         return lambda f: atomic(f, strict=strict, commit=commit, frames=frames)
     return Transaction(strict=strict, commit=commit, frames=frames)(func)
+
+
+class Step:
+    """One loop iteration under ``--atomic-steps`` (see monitor/steps.py): a transaction
+    over the main script's state from the iteration's first statement."""
+
+    def __init__(self, frame):
+        self.txn = Transaction(frame=frame, step=True)
+        self.txn.__enter__()
+
+    def commit(self) -> None:
+        if self.txn is not None:
+            self.txn.__exit__(None, None, None)
+            self.txn = None
+
+    def failed(self, exc: BaseException) -> bool:
+        """The iteration raised ``exc`` and it is being caught: roll back to the start of
+        the iteration. False (nothing done) while a transaction of the program is open
+        inside the step: the exception is then that transaction's business."""
+        if self.txn is None:
+            return True
+        if current() is not self.txn:
+            return False
+        txn, self.txn = self.txn, None
+        txn.__exit__(type(exc), exc, exc.__traceback__)
+        return True
 
 
 #: Called with the transaction when an outermost ``commit=True`` transaction completes;

@@ -51,6 +51,7 @@ from .flush import CommitHandle, CommitWriter
 from . import rollback
 from .astpath import annotate_paths, innermost_statement, node_at, position_after
 from .monitor import Monitor
+from .monitor.steps import AtomicSteps
 from .monitor.usercode import UserCode
 from .monitor.sites import CodeSites, LoopSite
 from .monitor.tracked import CountingIterator, SavedLoop, saved_form
@@ -243,6 +244,7 @@ class Session:
         self._anchors: dict[tuple, list[str]] = {}
         self.commits = 0
         self._after_transaction = False  # a dart.transaction(commit=True) asked for a commit
+        self.steps: AtomicSteps | None = None  # --atomic-steps
 
     # -- starting ---------------------------------------------------------------
     def prepare_resume(self) -> tuple[types.CodeType, ast.Module]:
@@ -303,6 +305,9 @@ class Session:
         self.monitor.watch(code, tree, self.tree)
         self.coordinator.start(self.monitor)
         rollback._commit_hooks.append(self._commit_after_transaction)
+        if self.options.atomic_steps:
+            self.steps = AtomicSteps(code, self.tree, rollback.Step)
+            self.steps.start()
 
     def _commit_after_transaction(self, txn) -> None:
         """``dart.transaction(commit=True)`` completed: commit at the next safe point
@@ -587,6 +592,8 @@ class Session:
         self._close(status=status, error=error)
 
     def _close(self, **run_fields) -> None:
+        if self.steps is not None:
+            self.steps.stop()
         if self._commit_after_transaction in rollback._commit_hooks:
             rollback._commit_hooks.remove(self._commit_after_transaction)
         self._closed = True

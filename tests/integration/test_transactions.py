@@ -70,3 +70,35 @@ def test_dart_commit_inside_a_transaction_is_refused_and_commit_true_commits(tmp
     commits = dart_log(store, tmp_path)
     assert [c["message"] for c in commits] == [None], commits  # only the commit=True one (every=never)
     assert commits[0]["location"]["line"] == 13 and commits[0]["resumable"]  # right after the with block
+
+
+STEPS = "atomic_steps.py"
+
+
+def atomic_cmd(store):
+    base = dart_cmd(script(STEPS), store=store)  # [python, -m, dart, run, ...]
+    return [*base[:4], "--atomic-steps", *base[4:]]
+
+
+def test_atomic_steps_roll_back_a_failing_iteration_before_the_handler(tmp_path):
+    plain = run(dart_cmd(script(STEPS), store=tmp_path / "plain"), cwd=tmp_path)
+    atomic = run(atomic_cmd(tmp_path / "atomic"), cwd=tmp_path)
+    assert plain.returncode == 0 and atomic.returncode == 0, plain.describe() + atomic.describe()
+    # without: the failed iterations' partial changes stay
+    assert "step 1 log 3 sum 2014.0" in plain.lines and "after loop failure [('outer', 0), ('outer', 1)]" in plain.lines
+    # with: a failed iteration leaves nothing, and the handler already sees the clean state
+    assert "step 1 log 1 sum 1007.0" in atomic.lines, atomic.describe()
+    assert "caught [(1, 1, 1007.0), (4, 3, 3021.0), (7, 5, 5035.0)]" in atomic.lines
+    assert "after loop failure [29, ('outer', 0)]" in atomic.lines
+    assert len(dart_log(tmp_path / "atomic", tmp_path)) > 30  # steps do not hold commits back
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_atomic_steps_killed_and_resumed_are_faithful(tmp_path, seed):
+    reference = run(atomic_cmd(tmp_path / "reference"), cwd=tmp_path)
+    assert reference.returncode == 0, reference.describe()
+    killed = run_and_kill(atomic_cmd(tmp_path / "store"), cwd=tmp_path, after_lines=2 + int(seeded_delay(seed, 0, 26)),
+                          extra_delay=seeded_delay(seed, 0, 0.02))
+    resumed = run(atomic_cmd(tmp_path / "store"), cwd=tmp_path)
+    assert "dart: resuming run" in resumed.stderr, resumed.describe()
+    check_resumed(reference.lines, killed, resumed, max_repeated=1)
