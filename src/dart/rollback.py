@@ -65,6 +65,8 @@ SHADOW_MIN = 1 << 20
 _stack: contextvars.ContextVar[tuple] = contextvars.ContextVar("dart_transactions", default=())
 _open_lock = threading.Lock()
 _open_count = 0
+#: held while shadows are created, entered, committed or rolled back (threads share them)
+_shadow_lock = threading.RLock()
 #: (address, nbytes) -> _Shadowed, kept between transactions so the next entry copies
 #: only what changed; dropped when a new outermost transaction no longer reaches it.
 _shadows: dict[tuple[int, int], "_Shadowed"] = {}
@@ -549,10 +551,11 @@ class Transaction:
         if self._token is not None:
             raise TransactionError("this transaction is already open; use a new dart.transaction() for each block")
         frame = self._frame if self._frame is not None else sys._getframe(1)
-        self._snapshot(_user_frames(frame) if self.frames else [])
         stack = _stack.get()
-        for region in self._regions:
-            region.enter(self)
+        with _shadow_lock:
+            self._snapshot(_user_frames(frame) if self.frames else [])
+            for region in self._regions:
+                region.enter(self)
         self._token = _stack.set(stack + (self,))
         if not self.step:
             with _open_lock:
@@ -569,11 +572,12 @@ class Transaction:
                 _open_count -= 1
         self._token = None
         failed = exc_type is not None
-        if failed:
-            self._rollback()
-        else:
-            for region in self._regions:
-                region.commit(self)
+        with _shadow_lock:
+            if failed:
+                self._rollback()
+            else:
+                for region in self._regions:
+                    region.commit(self)
         self._states, self._regions = [], []
         if failed and self.not_undone:
             summary = "; ".join(self.not_undone[:8]) + (f"; and {len(self.not_undone) - 8} more"

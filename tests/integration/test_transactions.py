@@ -8,7 +8,18 @@ import textwrap
 
 import pytest
 
-from conftest import check_resumed, dart_cmd, dart_log, plain_cmd, run, run_and_kill, script, seeded_delay
+from conftest import (
+    check_resumed,
+    child_env,
+    dart_cmd,
+    dart_log,
+    enable_variant,
+    plain_cmd,
+    run,
+    run_and_kill,
+    script,
+    seeded_delay,
+)
 
 LOOP = "transaction_loop.py"
 
@@ -102,3 +113,13 @@ def test_atomic_steps_killed_and_resumed_are_faithful(tmp_path, seed):
     resumed = run(atomic_cmd(tmp_path / "store"), cwd=tmp_path)
     assert "dart: resuming run" in resumed.stderr, resumed.describe()
     check_resumed(reference.lines, killed, resumed, max_repeated=1)
+
+
+def test_loop_of_transactions_under_dart_enable(tmp_path, loop_reference):
+    enabled = enable_variant(script(LOOP), tmp_path / "scripts")
+    env = child_env(DART_STORE=str(tmp_path / "store"), DART_EVERY="0")
+    result = run(plain_cmd(enabled), cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.describe()
+    assert result.lines == loop_reference
+    commits = dart_log(tmp_path / "store", tmp_path)
+    assert commits and not [c for c in commits if "update()" in c["position"]]
