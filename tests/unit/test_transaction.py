@@ -489,3 +489,32 @@ def test_property_rollback_equals_the_entry_snapshot(graph, ops, nest):
                         _mutate(nodes, op, i, value)
             raise Boom
     assert _fingerprint(root) == before
+
+
+def test_asyncio_tasks_each_have_their_own_transactions():
+    import asyncio
+
+    ledger = {"a": 0, "b": 0}
+
+    async def keeps():
+        with dart.transaction(ledger, frames=False) as t:
+            ledger["a"] = 1
+            await asyncio.sleep(0.01)  # the other task opens its own meanwhile
+        return t  # ends while the other task's transaction is still open: not out of order
+
+    async def fails():
+        await asyncio.sleep(0)
+        with pytest.raises(Boom):
+            with dart.transaction(ledger, frames=False) as t:
+                ledger["b"] = 2
+                await asyncio.sleep(0.03)
+                raise Boom
+        return t
+
+    async def main():
+        return await asyncio.gather(keeps(), fails())
+
+    kept, failed = asyncio.run(main())
+    # b's rollback restored the ledger to its entry state (a=1 was already there)
+    assert ledger == {"a": 1, "b": 0} and failed.rolled_back and not kept.rolled_back
+    assert not rollback.is_open()
