@@ -39,6 +39,7 @@ from __future__ import annotations
 import array
 import collections
 import contextvars
+import ctypes
 import enum
 import functools
 import io
@@ -397,16 +398,17 @@ class _Shadowed:
         self._copy_rows(self.mid, self.shadow, pages)
 
     def _copy_rows(self, src, dst, pages):
-        """Copy the given pages from src to dst (both page-row views), one slice copy per
-        run of consecutive pages: a direct memcpy each, where fancy indexing would gather
-        into a temporary and scatter again (measured 4x slower)."""
+        """Copy the given pages from src to dst (both page-row views, held by this
+        object), one memmove per run of consecutive pages: fancy indexing would gather
+        into a temporary and scatter again, numpy slicing costs microseconds per run."""
         np = self.np
-        src, dst = src.reshape(-1), dst.reshape(-1)
         breaks = np.flatnonzero(np.diff(pages) != 1)
         starts = np.concatenate((pages[:1], pages[breaks + 1])) * PAGE
         ends = (np.concatenate((pages[breaks], pages[-1:])) + 1) * PAGE
-        for start, end in zip(starts.tolist(), ends.tolist()):
-            dst[start:end] = src[start:end]
+        to, frm = dst.ctypes.data, src.ctypes.data
+        move = ctypes.memmove
+        for start, length in zip(starts.tolist(), (ends - starts).tolist()):
+            move(to + start, frm + start, length)
 
     def enter(self, txn):
         self._sync(self._changed(), self.marks[-1] if self.marks else None)
