@@ -436,11 +436,12 @@ class _Shadowed:
 
     def commit(self, txn):
         mark = self._pop(txn)
-        if not self.marks and self.mode == "dirty":
-            # the outermost level: the block's pages go into the shadow now, so the next
-            # entry only scans (and copies what changed between transactions); a hash
-            # tracker leaves it to the next entry, which hashes the buffer anyway
-            self._sync(self._changed(), None)
+        if not self.marks:
+            if self.mode == "dirty":
+                # the outermost level: the block's pages go into the shadow now, so the
+                # next entry only scans (and copies what changed between transactions); a
+                # hash tracker leaves it to the next entry, which hashes the buffer anyway
+                self._sync(self._changed(), None)
         elif mark.saved:
             below = self.marks[-1]
             for index, rows in mark.saved:
