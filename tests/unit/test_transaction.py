@@ -518,3 +518,17 @@ def test_asyncio_tasks_each_have_their_own_transactions():
     # b's rollback restored the ledger to its entry state (a=1 was already there)
     assert ledger == {"a": 1, "b": 0} and failed.rolled_back and not kept.rolled_back
     assert not rollback.is_open()
+
+
+def test_a_c_object_without_visible_state_is_named_and_strict_refuses():
+    import itertools
+
+    counter = itertools.count()
+    next(counter)
+    with pytest.raises(TransactionError, match=r"counter \(a itertools.count: a C object"):
+        with dart.transaction(strict=True):
+            pass
+    with dart.transaction() as t:
+        pass
+    assert any(".counter (a itertools.count" in n for n in t.not_undone)
+    assert next(counter) == 1
