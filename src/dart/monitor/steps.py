@@ -8,7 +8,9 @@ cannot be set per code object, so its callback ignores other code):
 
 - a step begins at the first statement of a loop body (LINE);
 - it ends when control jumps back to the loop's header or out of its body (JUMP:
-  ``continue``, the back edge, ``break``);
+  ``continue``, the back edge, ``break`` on 3.12) or reaches a line outside the body
+  (LINE: ``break`` on 3.13, a loop that ends). Lines inside loop bodies therefore
+  keep their LINE event: a Python callback per line of the main script's loops;
 - an exception was caught (EXCEPTION_HANDLED) in the main code while steps were open:
   the steps of the loops that do not contain the handler are failed and closed; the
   innermost step whose loop contains the handler is failed and begins again from there.
@@ -106,14 +108,18 @@ class AtomicSteps:
     # -- callbacks (the frame one up is the main script's) ---------------------------------
 
     def _line(self, code, line):
-        loop = self._by_first.get(line)
-        if code is not self.code or loop is None:
+        if code is not self.code:
             return mon.DISABLE
-        # steps of this loop and of loops inside it that are still open ended without a
-        # back edge we saw (a resumed iteration): they completed
-        while self.open and (self.open[-1][0] is loop or loop.contains(self.open[-1][0].header)):
+        # control left the body of an open step's loop (`break` compiles to no jump on
+        # 3.13, a loop that ends falls through): that iteration completed
+        while self.open and not self.open[-1][0].contains(line):
             self.open.pop()[1].commit()
-        self.open.append((loop, self.begin(sys._getframe(1))))
+        loop = self._by_first.get(line)
+        if loop is not None and not any(open_loop is loop for open_loop, _ in self.open):
+            # (the same line again inside an open iteration heads a nested loop: not a new one)
+            self.open.append((loop, self.begin(sys._getframe(1))))
+        if loop is None and not any(other.contains(line) for other in self.loops):
+            return mon.DISABLE  # outside every loop: module code runs such a line once
         return None
 
     def _jump(self, code, source, target):
@@ -132,8 +138,8 @@ class AtomicSteps:
     def _handled(self, code, offset, exc):
         if code is not self.code or not self.open or isinstance(exc, _NOT_FAILURES):
             return None
-        line = self._lines.get(offset, -1)
         frame = sys._getframe(1)
+        line = frame.f_lineno if frame.f_code is self.code else self._lines.get(offset, -1)  # the handler
         while self.open:
             loop, step = self.open[-1]
             if not step.failed(exc):
