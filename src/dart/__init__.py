@@ -24,8 +24,10 @@ from .errors import (
     ResumeError,
     ScriptError,
     StoreError,
+    TransactionError,
 )
 from .flush import CommitHandle
+from .rollback import Transaction, atomic, transaction
 
 __version__ = "0.1.0"
 __all__ = [
@@ -33,6 +35,9 @@ __all__ = [
     "commit",
     "flush",
     "load",
+    "transaction",
+    "atomic",
+    "Transaction",
     "CommitHandle",
     "DartError",
     "DartWarning",
@@ -42,6 +47,7 @@ __all__ = [
     "ResumeError",
     "ScriptError",
     "StoreError",
+    "TransactionError",
 ]
 
 

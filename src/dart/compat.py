@@ -47,3 +47,19 @@ def exception_entries(code: CodeType):
     if parse is None:  # pragma: no cover
         return []
     return [(e.start, e.end, e.target, e.depth, e.lasti) for e in parse(code)]
+
+
+def rebind_locals(frame, values: dict) -> None:
+    """Set local variables of a running function frame (neither version can unbind one).
+
+    3.13 (PEP 667): ``f_locals`` is a write-through proxy. 3.12: ``f_locals`` is a
+    copy, written back with PyFrame_LocalsToFast (as debuggers do)."""
+    if PY313:
+        proxy = frame.f_locals
+        for name, value in values.items():
+            proxy[name] = value
+        return
+    import ctypes
+
+    frame.f_locals.update(values)
+    ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))

@@ -39,6 +39,7 @@ class Options:
     on_store_error: str = "warn"  # "warn": go on without commits and retry; "stop": stop the program
     store_mode: str = "private"  # who may read what the store creates: private, group or public
     s3_endpoint: str | None = None  # the S3-compatible server of an s3:// store (None: AWS defaults)
+    atomic_steps: bool = False  # roll back the live state of a loop iteration that raises (main script)
 
 
 def _physical_memory() -> int | None:
@@ -167,7 +168,7 @@ def _pick(arg, flag: str, env: str, key: str, table: dict, parse, default):
 
 def resolve(
     store=None, every=None, fresh: bool = False, cwd: Path | None = None, user_code=None, local_modules=None,
-    staging=None, on_store_error=None, store_mode=None, s3_endpoint=None,
+    staging=None, on_store_error=None, store_mode=None, s3_endpoint=None, atomic_steps=None,
 ) -> Options:
     cwd = Path.cwd() if cwd is None else cwd
     table = _pyproject(cwd)
@@ -197,9 +198,14 @@ def resolve(
     mode = _pick(store_mode, "store_mode", "DART_STORE_MODE", "store_mode", table, parse_store_mode, lambda: "private")
     endpoint = _pick(s3_endpoint, "--s3-endpoint", "DART_S3_ENDPOINT", "s3_endpoint", table, parse_endpoint,
                      lambda: None)
+    if not atomic_steps and os.environ.get("DART_ATOMIC_STEPS"):
+        atomic_steps = _flag(os.environ["DART_ATOMIC_STEPS"], "DART_ATOMIC_STEPS")
+    elif atomic_steps is None:
+        atomic_steps = _flag(table.get("atomic_steps", False), "[tool.dart] atomic_steps")
     return Options(
         store=store,
         s3_endpoint=endpoint,
+        atomic_steps=bool(atomic_steps),
         staging=staging_bytes,
         on_store_error=store_errors,
         store_mode=mode,

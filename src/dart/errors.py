@@ -104,5 +104,10 @@ class ScriptError(DartError):
     """The script to run is missing or does not compile."""
 
 
+class TransactionError(DartError):
+    """A transaction could not start (strict=True and something cannot be snapshot),
+    was used wrongly (ended out of order), or a commit was asked for inside one."""
+
+
 class DartWarning(UserWarning):
     """Something was not captured or not resumed, named with its variable and reason."""

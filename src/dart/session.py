@@ -37,10 +37,21 @@ from .capture.path import (
 )
 from .config import Options
 from .coordinate import LocalTimer, SafePoint
-from .errors import CaptureError, CommitFailedError, DartError, DartWarning, ResumeError, RunBusyError, StoreError
+from .errors import (
+    CaptureError,
+    CommitFailedError,
+    DartError,
+    DartWarning,
+    ResumeError,
+    RunBusyError,
+    StoreError,
+    TransactionError,
+)
 from .flush import CommitHandle, CommitWriter
+from . import rollback
 from .astpath import annotate_paths, innermost_statement, node_at, position_after
 from .monitor import Monitor
+from .monitor.steps import AtomicSteps
 from .monitor.usercode import UserCode
 from .monitor.sites import CodeSites, LoopSite
 from .monitor.tracked import CountingIterator, SavedLoop, saved_form
@@ -280,6 +291,8 @@ class Session:
         self._closed = False
         self._anchors: dict[tuple, list[str]] = {}
         self.commits = 0
+        self._after_transaction = False  # a dart.transaction(commit=True) asked for a commit
+        self.steps: AtomicSteps | None = None  # --atomic-steps
 
     # -- starting ---------------------------------------------------------------
     def prepare_resume(self) -> tuple[types.CodeType, ast.Module]:
@@ -358,6 +371,17 @@ class Session:
         """Watch ``code`` (compiled from ``tree``) and arm the first commit."""
         self.monitor.watch(code, tree, self.tree)
         self.coordinator.start(self.monitor)
+        rollback._commit_hooks.append(self._commit_after_transaction)
+        if self.options.atomic_steps:
+            self.steps = AtomicSteps(code, self.tree, rollback.Step)
+            self.steps.start()
+
+    def _commit_after_transaction(self, txn) -> None:
+        """``dart.transaction(commit=True)`` completed: commit at the next safe point
+        (right after the ``with`` statement in watched code), where resume can start."""
+        if not self._closed:
+            self._after_transaction = True
+            self.monitor.due_now()
 
     # -- committing -----------------------------------------------------------------
     # -- when the store fails --------------------------------------------------------
@@ -403,6 +427,8 @@ class Session:
 
     def _on_safe_point(self, frame, sites: CodeSites, kind: str, path, line: int, site: LoopSite | None) -> None:
         self._check_stop()
+        if rollback.is_open():
+            return  # never commit the inside of an unfinished transaction: the commit stays due
         try:
             self.monitor.watch_new_modules()  # callers in user modules imported since the last look
         except Exception:
@@ -420,6 +446,10 @@ class Session:
             return
         if self.coordinator.agree(SafePoint(frame.f_code.co_qualname, path, kind, line)):
             self._commit(spots, message=None)
+            if self._after_transaction:
+                self._after_transaction = False
+                if self.options.every is None:
+                    self.monitor.due_at(None)  # every=never: just the one commit=True asked for
 
     def _rebuild_statement(self, frame_key: str | None, name: str, value) -> str | None:
         """Where ``name`` (a global, or a local of function ``frame_key``) is
@@ -570,7 +600,15 @@ class Session:
 
     def commit_explicit(self, frame, message: str | None) -> CommitHandle:
         """``dart.commit()``: resumable right after the calling statement when it
-        is a plain ``dart.commit(...)`` statement in watched code."""
+        is a plain ``dart.commit(...)`` statement in watched code. Refused inside a
+        transaction: a commit never holds the inside of an unfinished one."""
+        if rollback.is_open():
+            where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "here"
+            raise TransactionError(
+                f"dart.commit() at {where} was called while a dart.transaction() is open; a commit never "
+                "captures an unfinished transaction. Call dart.commit() after the with block, or use "
+                "dart.transaction(commit=True) to commit when it completes"
+            )
         sites = self.monitor.watched.get(frame.f_code) if frame is not None else None
         spots = None
         if sites is not None:
@@ -623,6 +661,10 @@ class Session:
         self._close(status=status, error=error)
 
     def _close(self, **run_fields) -> None:
+        if self.steps is not None:
+            self.steps.stop()
+        if self._commit_after_transaction in rollback._commit_hooks:
+            rollback._commit_hooks.remove(self._commit_after_transaction)
         self._closed = True
         self.monitor.stop()
         dataloader.uninstall()

@@ -29,13 +29,14 @@ ALLOWED = {
     "resume": {"astpath", "capture", "capture.hidden", "monitor", "store", "errors"},
     "coordinate": {"config"},
     "history": {"capture", "capture.hidden", "errors", "store"},
+    "rollback": {"compat", "delta", "errors"},
     "session": {"astpath", "capture", "capture.hidden", "config", "coordinate", "errors", "flush", "history",
-                "monitor", "resume", "store"},
+                "monitor", "resume", "rollback", "store"},
     "present": {"errors"},
     "runner": {"config", "errors", "present", "session"},
     "cli": {"__init__", "capture", "config", "errors", "history", "present", "runner", "store"},
-    "__init__": {"_native", "capture", "config", "errors", "flush", "history", "present", "resume", "runner",
-                 "store"},
+    "__init__": {"_native", "capture", "config", "errors", "flush", "history", "present", "resume", "rollback",
+                 "runner", "store"},
     "__main__": {"cli"},
 }
 

@@ -58,6 +58,14 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("-q", "--quiet", action="store_true",
                      help="no line on stderr when the run starts or resumes (also: DART_QUIET=1)")
+    run.add_argument(
+        "--atomic-steps",
+        action="store_true",
+        default=None,
+        help="each iteration of a loop in the script's top-level code runs as a dart.transaction: when an "
+        "exception raised in an iteration is caught (by a try inside the loop or around it), the live "
+        "state is first rolled back to the start of that iteration (default: $DART_ATOMIC_STEPS)",
+    )
     run.add_argument("script", metavar="SCRIPT", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the script")
 
@@ -65,7 +73,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
 def main(args) -> int:
     options = resolve(
         store=args.store, every=args.every, fresh=args.fresh, user_code=args.user_code, staging=args.staging,
-        on_store_error=args.on_store_error, s3_endpoint=args.s3_endpoint,
+        on_store_error=args.on_store_error, s3_endpoint=args.s3_endpoint, atomic_steps=args.atomic_steps,
     )
     if args.quiet:
         os.environ["DART_QUIET"] = "1"
