@@ -18,6 +18,7 @@ bytes independent of its neighbours.
 
 from __future__ import annotations
 
+import gc
 import io
 import pickle
 import types
@@ -40,11 +41,16 @@ class Pod:
     deps: list = field(default_factory=list)  #: names of earlier pods this one refers to
 
 
-class _PodPickler(pickler.StatePickler):
-    def __init__(self, file, buffer_callback, main_module, shared: dict, storages: dict):
+class _PlainPodPickler(pickler.StatePickler):
+    def __init__(self, file, buffer_callback, main_module, shared, storages: dict):
         super().__init__(file, buffer_callback=buffer_callback, main_module=main_module)
-        self._shared = shared
         self._storages = storages  # one proxy per torch storage for the whole commit
+
+
+class _PodPickler(_PlainPodPickler):
+    def __init__(self, file, buffer_callback, main_module, shared: dict, storages: dict):
+        super().__init__(file, buffer_callback, main_module, shared, storages)
+        self._shared = shared
         self.deps: set[str] = set()
 
     def persistent_id(self, obj):
@@ -54,33 +60,87 @@ class _PodPickler(pickler.StatePickler):
         return ref
 
 
-def cut(roots: list[tuple[str, object]], main_module=None) -> tuple[list[Pod], list]:
+def cut(roots: list[tuple[str, object]], main_module=None, fast: bool = True) -> tuple[list[Pod], list]:
     """Pickle each (name, value) of ``roots`` as one pod, in order. Returns the pods
     and a keep-alive list the caller must hold until it has copied the buffers (the
-    picklers' memos own temporaries whose ids the sharing table relies on)."""
-    shared: dict[int, tuple[str, int]] = {}
+    picklers' memos own temporaries whose ids the sharing table relies on).
+
+    Each pod is first pickled by the C pickler alone, with no Python callback per
+    object; only if its memo then holds an object an earlier pod already holds is
+    it pickled again with references to those pods. The result is the same either
+    way (a callback that finds nothing writes nothing), and a large pod of its own
+    objects costs about one ``pickle.dumps`` and a copy of its memo. ``fast=False``
+    looks every object up from the start (the reference the tests compare with)."""
+    collecting = gc.isenabled()
+    gc.disable()  # the memo copies allocate a tuple per object: no collections over them meanwhile
+    try:
+        return _cut(roots, main_module, fast)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _cut(roots, main_module, fast: bool) -> tuple[list[Pod], list]:
     storages: dict = {}
     keep = []
+    owners: list[tuple[str, dict]] = []  # (pod name, memo copy) of each pod so far
     pods = []
     for name, value in roots:
         buffers: list[pickle.PickleBuffer] = []
-
-        def out_of_band(buffer, buffers=buffers) -> bool:
-            if buffer.raw().nbytes < pickler.OUT_OF_BAND_MIN:
-                return True
-            buffers.append(buffer)
-            return False
-
-        stream = io.BytesIO()
-        p = _PodPickler(stream, out_of_band, main_module, shared, storages)
-        p.dump(value)
-        memo = p.memo.copy()
+        stream, memo, deps = _dump(value, buffers, main_module, None, storages)
+        shared = _held_before(memo, owners) if fast else _all_held(owners)
+        if shared or not fast:
+            buffers.clear()
+            keep.append(memo)  # its temporaries stay alive: their ids stay unique
+            stream, memo, deps = _dump(value, buffers, main_module, shared, storages)
         keep.append(memo)
-        for oid, (index, obj) in memo.items():
-            if not isinstance(obj, _NOT_SHARED) and oid not in shared:
-                shared[oid] = (name, index)
-        pods.append(Pod(name, stream.getvalue(), buffers, sorted(p.deps)))
+        owners.append((name, memo))
+        pods.append(Pod(name, stream, buffers, deps))
     return pods, keep
+
+
+def _held_before(memo: dict, owners: list[tuple[str, dict]]) -> dict[int, tuple[str, int]]:
+    """id -> (pod name, memo index) of the objects in ``memo`` (a pod pickled on
+    its own) that an earlier pod already holds, atoms left out. Earlier pods hold
+    no shareable object twice (a later pod refers to the first holder's), so each
+    is found once. Set operations on the memos' keys keep this at C speed."""
+    shared: dict[int, tuple[str, int]] = {}
+    for owner, held in owners:
+        if memo.keys().isdisjoint(held.keys()):  # iterates the smaller of the two
+            continue
+        for oid in memo.keys() & held.keys():
+            index, obj = held[oid]
+            if not isinstance(obj, _NOT_SHARED):
+                shared.setdefault(oid, (owner, index))
+    return shared
+
+
+def _all_held(owners: list[tuple[str, dict]]) -> dict[int, tuple[str, int]]:
+    """Every shareable object of the pods so far (the reference: what a lookup of
+    every object consults)."""
+    shared: dict[int, tuple[str, int]] = {}
+    for owner, held in owners:
+        for oid, (index, obj) in held.items():
+            if not isinstance(obj, _NOT_SHARED):
+                shared.setdefault(oid, (owner, index))
+    return shared
+
+
+def _dump(value, buffers: list, main_module, shared: dict | None, storages: dict) -> tuple[bytes, dict, list]:
+    """(stream, memo copy, names of the pods it refers to) of one pod; with
+    ``shared`` None, no object is looked up (the fast C path)."""
+
+    def out_of_band(buffer) -> bool:
+        if buffer.raw().nbytes < pickler.OUT_OF_BAND_MIN:
+            return True
+        buffers.append(buffer)
+        return False
+
+    stream = io.BytesIO()
+    cls = _PlainPodPickler if shared is None else _PodPickler
+    p = cls(stream, out_of_band, main_module, shared, storages)
+    p.dump(value)
+    return stream.getvalue(), p.memo.copy(), sorted(getattr(p, "deps", ()))
 
 
 class _PodUnpickler(pickler.StateUnpickler):
