@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import io
 import pickle
+import sys
 import types
 from dataclasses import dataclass, field
 
@@ -31,6 +32,25 @@ _NOT_SHARED = (
     str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range,
     type, types.ModuleType, types.BuiltinFunctionType, types.CodeType, pickle.PickleBuffer,
 )
+
+
+def _shareable(obj) -> bool:
+    """Does identity matter for ``obj`` across pods? Not for atoms, nor for what
+    pickle saves by name (functions of a module, NumPy and torch dtypes): a
+    reference to the pod that first held one would make loading any pod that
+    uses it load that pod too (and its buffers)."""
+    if isinstance(obj, _NOT_SHARED):
+        return False
+    if isinstance(obj, types.FunctionType):
+        return "<locals>" in obj.__qualname__ or "<lambda>" in obj.__qualname__
+    kind = type(obj).__module__
+    if kind.startswith("numpy"):
+        numpy = sys.modules["numpy"]
+        return not isinstance(obj, numpy.dtype)
+    if kind == "torch":
+        torch = sys.modules["torch"]
+        return not isinstance(obj, (torch.dtype, torch.device, torch.layout, torch.memory_format))
+    return True
 
 
 @dataclass
@@ -110,7 +130,7 @@ def _held_before(memo: dict, owners: list[tuple[str, dict]]) -> dict[int, tuple[
             continue
         for oid in memo.keys() & held.keys():
             index, obj = held[oid]
-            if not isinstance(obj, _NOT_SHARED):
+            if _shareable(obj):
                 shared.setdefault(oid, (owner, index))
     return shared
 
@@ -121,7 +141,7 @@ def _all_held(owners: list[tuple[str, dict]]) -> dict[int, tuple[str, int]]:
     shared: dict[int, tuple[str, int]] = {}
     for owner, held in owners:
         for oid, (index, obj) in held.items():
-            if not isinstance(obj, _NOT_SHARED):
+            if _shareable(obj):
                 shared.setdefault(oid, (owner, index))
     return shared
 

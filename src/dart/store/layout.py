@@ -21,7 +21,7 @@ starts from, and ``"patches": {name: [[obj, offset, length], ...]}`` lists the
 patches to apply in order (``codec.make_patch``, zstd with the previous version as
 dictionary); the rebuilt stream is checked against the row's hash.
 
-Reading: a pack that is compressed, or of which most bytes are needed, is read
+Reading: a pack that is compressed, or of which nearly all bytes are needed, is read
 whole and checked against its id; a buffer that is one whole extent of it is a
 slice of it (no copy). Otherwise each extent is read where it lies and checked
 against its own hash.
@@ -46,6 +46,9 @@ FORMAT = 2
 FORMAT_PATCHED = 3
 FORMATS = (FORMAT, FORMAT_PATCHED)
 INLINE_EXTENTS = 64  #: more extents than this go to a manifest object
+#: A raw object of which at least this share is needed is read whole (one read,
+#: one hash); below it, only the needed extents are read, each checked on its own.
+WHOLE_READ = 0.9
 _MANIFEST_MAGIC = b"DARTMF1\n"
 
 
@@ -193,7 +196,9 @@ class CommitState:
         whole: dict[str, bytearray] = {}
         for oid, n in need.items():
             codec, length = self.store.object_header(oid)
-            if codec != 0 or oid in unhashed or 2 * n >= length or length <= 1 << 20:
+            # Read whole what cannot be read in part (compressed, or a piece with no
+            # hash of its own) and what is nearly all needed; else only the bytes needed.
+            if codec != 0 or oid in unhashed or n >= WHOLE_READ * length or length <= 1 << 20:
                 whole[oid] = self.store.read_object(oid)
         out = {}
         for number, (nbytes, oids, table) in plans.items():
