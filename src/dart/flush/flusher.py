@@ -11,6 +11,7 @@ the staging area bounds the memory held by packs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,6 +33,10 @@ from ..store.layout import FORMAT, FORMAT_PATCHED, build_index
 PATCH_MIN = 1 << 20
 #: At most this many patches on one whole version: a load applies all of them.
 PATCH_CHAIN = 8
+#: Commits whose new pods are at most this many bytes go to the run's journal
+#: (one fsync); the journal is made durable in place once it holds JOURNAL_SETTLE.
+JOURNAL_MAX = 1 << 20
+JOURNAL_SETTLE = 64 << 20
 from ..store.record import CommitRecord
 from .staging import StagedPack
 
@@ -189,6 +194,11 @@ class Flusher:
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+            try:
+                if hasattr(self.store, "settle_journal"):
+                    self.store.settle_journal(self.run_id)
+            except StoreError as exc:
+                log.warning("dart: the last commits of run %s are durable only in its journal: %s", self.run_id, exc)
 
     def __enter__(self) -> Flusher:
         return self
@@ -299,45 +309,50 @@ class Flusher:
                 where[digest] = [None, offset, len(stream)]
             parts.append(stream)
             offset += len(stream)
-        if parts:
-            oid, n = store.put_object(b"".join(parts))
+        # A small commit goes to the run's journal: durable with one fsync (store/local.py).
+        small = offset <= JOURNAL_MAX and hasattr(store, "journaled") and not os.environ.get("DART_TEST_NO_JOURNAL")
+        with store.journaled(self.run_id) if small else contextlib.nullcontext():
+            if parts:
+                oid, n = store.put_object(b"".join(parts))
+                written += n
+                for place in [*where.values(), *(p for chain in patches.values() for p in chain)]:
+                    if place[0] is None:
+                        place[0] = oid
+            rows = [[name, *where[d], deps, bufs, d] for (name, _, deps, bufs), d in zip(staged.pods, digests)]
+            by_name = {name: patches[d] for (name, *_), d in zip(staged.pods, digests) if d in patches}
+            if getattr(store, "key", None) is not None:  # signed store: a MAC of every pickle (sign.py)
+                for row, (_, stream, _, _) in zip(rows, staged.pods):
+                    row.append(store.mac(stream))
+            buffers = []
+            for nbytes, extents in staged.buffers:
+                resolved = []
+                for start, length, pack, off, digest in extents:
+                    if pack.oid is None:
+                        raise StoreError(
+                            f"commit #{handle.seq} of run {self.run_id} needs bytes that could not be written "
+                            f"({pack.error or 'an earlier write failed'}); the next commit writes them again"
+                        ) from pack.error
+                    resolved.append([start, length, pack.oid, off, digest])
+                buffers.append((nbytes, resolved))
+            index, objects, n = build_index(rows, buffers, store.put_object, by_name)
             written += n
-            for place in [*where.values(), *(p for chain in patches.values() for p in chain)]:
-                if place[0] is None:
-                    place[0] = oid
-        rows = [[name, *where[d], deps, bufs, d] for (name, _, deps, bufs), d in zip(staged.pods, digests)]
-        by_name = {name: patches[d] for (name, *_), d in zip(staged.pods, digests) if d in patches}
-        if getattr(store, "key", None) is not None:  # signed store: a MAC of every pickle (sign.py)
-            for row, (_, stream, _, _) in zip(rows, staged.pods):
-                row.append(store.mac(stream))
-        buffers = []
-        for nbytes, extents in staged.buffers:
-            resolved = []
-            for start, length, pack, off, digest in extents:
-                if pack.oid is None:
-                    raise StoreError(
-                        f"commit #{handle.seq} of run {self.run_id} needs bytes that could not be written "
-                        f"({pack.error or 'an earlier write failed'}); the next commit writes them again"
-                    ) from pack.error
-                resolved.append([start, length, pack.oid, off, digest])
-            buffers.append((nbytes, resolved))
-        index, objects, n = build_index(rows, buffers, store.put_object, by_name)
-        written += n
-        index_bytes = json.dumps(index, separators=(",", ":")).encode()
-        index_oid, n = store.put_object(index_bytes)
-        written += n
-        delay = os.environ.get("DART_TEST_FLUSH_DELAY")
-        if delay:
-            time.sleep(float(delay))
-        record = CommitRecord(
-            **{k: v for k, v in staged.meta.items() if k != "id"},
-            parent=self._parent,
-            run=self.run_id,
-            state=_state(store, index_oid, index_bytes, objects, patched=bool(by_name)),
-            bytes_written=written,
-        )
-        cid = store.put_commit(record)
-        store.write_ref(self.ref, cid, expected=self.head)
+            index_bytes = json.dumps(index, separators=(",", ":")).encode()
+            index_oid, n = store.put_object(index_bytes)
+            written += n
+            delay = os.environ.get("DART_TEST_FLUSH_DELAY")
+            if delay:
+                time.sleep(float(delay))
+            record = CommitRecord(
+                **{k: v for k, v in staged.meta.items() if k != "id"},
+                parent=self._parent,
+                run=self.run_id,
+                state=_state(store, index_oid, index_bytes, objects, patched=bool(by_name)),
+                bytes_written=written,
+            )
+            cid = store.put_commit(record)
+            store.write_ref(self.ref, cid, expected=self.head)
+        if small and store.journal_size(self.run_id) > JOURNAL_SETTLE:
+            store.settle_journal(self.run_id)
         self._pods = {digest: tuple(place) for digest, place in where.items()}
         self._patches = patches
         self._versions = {name: (stream, d) for (name, stream, _, _), d in zip(staged.pods, digests)
