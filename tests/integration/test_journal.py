@@ -1,7 +1,6 @@
 """Small commits go to the run's journal (one fsync) and are put in place without
 fsync; the run's next lease holder settles the journal. A real writer process is
-killed right after the journal entry is durable and before its files are in place,
-and a lost page cache (a machine crash) is imitated by removing what was put in
+killed right after the journal entry is durable, and a lost page cache (a machine crash) is imitated by removing what was put in
 place: in both cases the commit comes back, whole and verified."""
 
 from __future__ import annotations
@@ -48,14 +47,16 @@ def _streams(store, record) -> list[bytes]:
     return [bytes(stream) for _, stream, _ in CommitState(store, record).read()]
 
 
-def test_a_commit_durable_in_the_journal_is_settled_by_the_next_lease_holder(tmp_path):
+def test_a_commit_killed_once_journaled_is_visible_and_settled_by_the_next_lease_holder(tmp_path):
     root = tmp_path / ".dart"
     run, first = _child(root, "journal")
     journal = root / "journal" / run
     assert journal.stat().st_size > 0
     store = Store(root)
-    assert store.read_ref(f"runs/{run}") == first  # its files were not put in place yet
+    newest = store.read_ref(f"runs/{run}")
+    assert newest != first  # in place before it was journaled: readers see what a resume sees
     store.lock_run(run).release()
+    assert store.read_ref(f"runs/{run}") == newest
     assert not journal.exists()
     head = store.head(run)
     assert head.message == "second" and head.parent == first
@@ -76,6 +77,15 @@ def test_files_lost_with_the_page_cache_come_back_from_the_journal(tmp_path):
     assert store.read_ref(f"runs/{run}") == second
     assert _streams(store, store.get_commit(second)) == [b"second stream"]
     assert all(p.exists() for p in lost)
+
+
+def test_a_ref_naming_a_commit_that_was_never_journaled_goes_back(tmp_path):
+    root = tmp_path / ".dart"
+    run, first, second = _child(root, "none")
+    (root / "refs" / "runs" / run).write_text("f" * 16 + "\n")  # placed, then lost with its record
+    store = Store(root)
+    store.lock_run(run).release()
+    assert store.read_ref(f"runs/{run}") == second
 
 
 def test_a_torn_last_entry_is_ignored(tmp_path):

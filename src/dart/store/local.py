@@ -16,12 +16,13 @@ with ``os.replace`` and followed by an fsync of the destination directory (and o
 parent when the directory was just created).
 
 A small commit (``put_journaled``) costs one fsync instead: its files and its
-ref move are appended as one entry to the run's journal, which is fdatasync'd,
-and then put in place without fsync (readers see them at once; a killed process
-loses nothing, the page cache holds them). What a crash of the machine could
-still lose is put back from the journal by ``settle_journal``, which the run's
-next lease holder calls before anything else, and the writer calls when it
-closes: it fsyncs every file the journal names, then drops the journal.
+ref move are put in place without fsync (readers see them at once; a killed
+process loses nothing, the page cache holds them), then appended as one entry to
+the run's journal, which is fdatasync'd: the commit is durable from then on. What
+a crash of the machine could still lose is put back from the journal by
+``settle_journal``, which the run's next lease holder calls before anything else,
+and the writer calls when it closes: it fsyncs every file the journal names, then
+drops the journal.
 """
 
 from __future__ import annotations
@@ -380,6 +381,13 @@ class LocalBackend(Backend):
                 current = self.read_ref(name)
                 if current != expected:
                     return current
+            # In place first (page cache: what readers and a killed process's
+            # successor see), then durable: the journal entry, one fdatasync.
+            for key, data in puts:
+                if not self.exists(key):
+                    self._place(key, data)
+            for name, _, new_value in refs:
+                self._place(f"refs/{name}", new_value.encode() + b"\n")
             try:
                 if not path.parent.is_dir():
                     path.parent.mkdir(mode=self.dir_mode, exist_ok=True)
@@ -399,11 +407,6 @@ class LocalBackend(Backend):
                 hint = "free some disk space" if exc.errno == errno.ENOSPC else "check the store's permissions and free space"
                 raise StoreError(f"cannot write {path} in store {self.root}: {exc.strerror or exc}; {hint}") from exc
             crash_point("journal")
-            for key, data in puts:
-                if not self.exists(key):
-                    self._place(key, data)
-            for name, _, new_value in refs:
-                self._place(f"refs/{name}", new_value.encode() + b"\n")
         return None
 
     def _place(self, key: str, data, durable: bool = False) -> None:
@@ -433,8 +436,10 @@ class LocalBackend(Backend):
     def settle_journal(self, run_id: str) -> None:
         """Make what the journal of ``run_id`` holds durable in place (files missing
         or not as written are written again; refs whose move was lost are moved
-        again, in order), then drop the journal. An entry cut short by a crash was
-        never acknowledged: it is ignored. Call with the run's lease held."""
+        again, in order; a ref left naming a commit that was never journaled and
+        whose record is lost goes back to the newest journaled one), then drop the
+        journal. An entry cut short by a crash was never acknowledged: it is
+        ignored. Call with the run's lease held."""
         path = self._journal_path(run_id)
         try:
             data = path.read_bytes()
@@ -460,18 +465,23 @@ class LocalBackend(Backend):
                     else:
                         self._place(key, value, durable=True)
                     dirs.add(dest.parent)
+            moves: dict[str, list] = {}
+            for _, refs in _journal_entries(data):
                 for name, expected, new in refs:
-                    if self.read_ref(name) == expected:
-                        self._place(f"refs/{name}", new.encode() + b"\n", durable=True)
-                    dirs.add(self._ref_path(name).parent)
-            for name in {r[0] for _, refs in _journal_entries(data) for r in refs}:
+                    moves.setdefault(name, []).append((expected, new))
+            for name, steps in moves.items():
+                # The ref as the journal leaves it: moves lost with the page cache
+                # made again; a ref that names a commit whose record was lost (put
+                # in place, never journaled) goes back to the newest journaled one.
+                current = self.read_ref(name)
+                for expected, new in steps:
+                    if current == expected:
+                        current = new
+                if current is None or not self.exists(f"commits/{current}.json"):
+                    current = steps[-1][1]
                 ref = self._ref_path(name)
-                if ref.exists():
-                    fd = os.open(ref, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
+                self._place(f"refs/{name}", current.encode() + b"\n", durable=True)
+                dirs.add(ref.parent)
             for folder in sorted(dirs):
                 _fsync_dir(folder)
             path.unlink()
