@@ -385,9 +385,9 @@ class LocalBackend(Backend):
             # successor see), then durable: the journal entry, one fdatasync.
             for key, data in puts:
                 if not self.exists(key):
-                    self._place(key, data)
+                    self.place(key, data)
             for name, _, new_value in refs:
-                self._place(f"refs/{name}", new_value.encode() + b"\n")
+                self.place(f"refs/{name}", new_value.encode() + b"\n")
             try:
                 if not path.parent.is_dir():
                     path.parent.mkdir(mode=self.dir_mode, exist_ok=True)
@@ -409,7 +409,7 @@ class LocalBackend(Backend):
             crash_point("journal")
         return None
 
-    def _place(self, key: str, data, durable: bool = False) -> None:
+    def place(self, key: str, data, durable: bool = False) -> None:
         """Put ``data`` at ``key`` by rename; fsync'd (file, directory) only if ``durable``."""
         dest = self.path(key)
         dest.parent.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
@@ -463,7 +463,7 @@ class LocalBackend(Backend):
                         finally:
                             os.close(fd)
                     else:
-                        self._place(key, value, durable=True)
+                        self.place(key, value, durable=True)
                     dirs.add(dest.parent)
             moves: dict[str, list] = {}
             for _, refs in _journal_entries(data):
@@ -480,7 +480,7 @@ class LocalBackend(Backend):
                 if current is None or not self.exists(f"commits/{current}.json"):
                     current = steps[-1][1]
                 ref = self._ref_path(name)
-                self._place(f"refs/{name}", current.encode() + b"\n", durable=True)
+                self.place(f"refs/{name}", current.encode() + b"\n", durable=True)
                 dirs.add(ref.parent)
             for folder in sorted(dirs):
                 _fsync_dir(folder)

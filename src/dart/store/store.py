@@ -141,15 +141,18 @@ class Store:
         if self._gathered is None:
             return self.backend.put(key, chunks, step=step)
         data = b"".join(chunks)
+        self.backend.place(key, data)  # in place now (not yet durable): the journal entry makes it so
         self._gathered[0][key] = data
         return len(data)
 
     @contextmanager
     def journaled(self, run_id: str):
-        """Within it, ``put_object``, ``put_commit`` and ``write_ref`` are gathered
-        and written at its end as one durable entry of the run's journal (one
-        fsync, see local.py) when the backend keeps journals; elsewhere, and when
-        nested, they are written as they come. Nothing is written if it raises."""
+        """Within it, ``put_object`` and ``put_commit`` put their files in place
+        at once without fsync, and ``write_ref`` waits for the end, where the ref
+        moves and everything becomes durable as one entry of the run's journal
+        (one fsync, see local.py), when the backend keeps journals; elsewhere, and
+        when nested, they are written as usual. If it raises, the ref does not
+        move (the files put in place are orphans, as after a crash)."""
         if self._gathered is not None or not hasattr(self.backend, "put_journaled"):
             yield
             return
