@@ -6,7 +6,8 @@ and objects shared between roots come back shared."""
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dart.capture.pods import assemble, cut
@@ -62,9 +63,13 @@ def _shape(pods):
     return [(p.name, p.stream, [bytes(b.raw()) for b in p.buffers], p.deps) for p in pods]
 
 
-@settings(max_examples=150, deadline=None)
-@given(rooted_graphs())
-def test_fast_cut_equals_the_reference_cut(roots):
+@pytest.mark.parametrize("oracle_min", [1 << 20, 0, 200])  # memo copies; every pod an oracle; a mix
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(roots=rooted_graphs())
+def test_fast_cut_equals_the_reference_cut(monkeypatch, oracle_min, roots):
+    from dart.capture import pods as module
+
+    monkeypatch.setattr(module, "ORACLE_MIN", oracle_min)
     fast, keep_fast = cut(roots)
     slow, keep_slow = cut(roots, fast=False)
     assert _shape(fast) == _shape(slow)
@@ -97,6 +102,23 @@ def test_a_large_pod_with_no_shared_object_is_not_pickled_again(monkeypatch):
     calls = []
     real = module._dump
     monkeypatch.setattr(module, "_dump", lambda *a: calls.append(a[3] is None) or real(*a))
+    monkeypatch.setattr(module, "ORACLE_MIN", 1 << 16)  # the big pod answers from its pickler
     big = {f"k{i}": [i, str(i)] for i in range(20000)}
     cut([("g:small", [1, 2]), ("g:big", big), ("g:other", {"n": 3})])
     assert calls == [True, True, True]  # each pod pickled once, without lookups
+
+
+def test_an_oracle_pod_shares_with_earlier_and_later_pods():
+    from dart.capture import pods as module
+
+    first, last = [1, 2], {"k": 3}
+    big = {f"k{i}": [i, str(i)] for i in range(50000)}
+    big["first"], big["last"] = first, last
+    roots = [("g:a", first), ("g:big", big), ("g:z", [last, big["k7"]])]
+    pods, _ = cut(roots)
+    assert len(pods[1].stream) >= module.ORACLE_MIN
+    assert pods[1].deps == ["g:a"] and pods[2].deps == ["g:big"]
+    assert _shape(pods) == _shape(cut(roots, fast=False)[0])
+    values = assemble([(p.name, p.stream, []) for p in pods])
+    assert values["g:big"]["first"] is values["g:a"]
+    assert values["g:z"][0] is values["g:big"]["last"] and values["g:z"][1] is values["g:big"]["k7"]

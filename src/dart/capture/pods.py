@@ -103,35 +103,103 @@ def cut(roots: list[tuple[str, object]], main_module=None, fast: bool = True) ->
 def _cut(roots, main_module, fast: bool) -> tuple[list[Pod], list]:
     storages: dict = {}
     keep = []
-    owners: list[tuple[str, dict]] = []  # (pod name, memo copy) of each pod so far
+    owners: list[tuple[str, object]] = []  # (pod name, memo copy or _MemoOracle) of each pod so far
     pods = []
     for name, value in roots:
         buffers: list[pickle.PickleBuffer] = []
-        stream, memo, deps = _dump(value, buffers, main_module, None, storages)
-        shared = _held_before(memo, owners) if fast else _all_held(owners)
+        stream, held, deps = _dump(value, buffers, main_module, None, storages, fast)
+        shared = _held_before(held, owners) if fast else _all_held(owners)
         if shared or not fast:
             buffers.clear()
-            keep.append(memo)  # its temporaries stay alive: their ids stay unique
-            stream, memo, deps = _dump(value, buffers, main_module, shared, storages)
-        keep.append(memo)
-        owners.append((name, memo))
+            keep.append(held)  # its temporaries stay alive: their ids stay unique
+            stream, held, deps = _dump(value, buffers, main_module, shared, storages, fast)
+        keep.append(held)
+        owners.append((name, held))
         pods.append(Pod(name, stream, buffers, deps))
     return pods, keep
 
 
-def _held_before(memo: dict, owners: list[tuple[str, dict]]) -> dict[int, tuple[str, int]]:
-    """id -> (pod name, memo index) of the objects in ``memo`` (a pod pickled on
-    its own) that an earlier pod already holds, atoms left out. Earlier pods hold
-    no shareable object twice (a later pod refers to the first holder's), so each
-    is found once. Set operations on the memos' keys keep this at C speed."""
+#: A pod whose stream is at least this long keeps its pickler to answer "do you
+#: hold this object?" instead of copying its memo (a copy costs about twice the
+#: pickling itself: a tuple and two ints per object).
+ORACLE_MIN = 1 << 20
+
+
+class _MemoOracle:
+    """The memo of a large pod, asked one object at a time. A probe pickler, made
+    at the first question, starts from a copy of the pod pickler's memo (a copy of its C table: no Python
+    object per entry) and dumps the object asked about: a GET of its index if the
+    memo holds it; anything it refers to is cut off by a persistent id, so a miss
+    costs one object, not its graph. A miss leaves that object in the probe's
+    memo: answers are remembered."""
+
+    def __init__(self, pod_pickler):
+        self.pod_pickler = pod_pickler  # keeps the pod's temporaries alive
+        self.stream = io.BytesIO()
+        self.probe: _Probe | None = None  # made at the first question (often none comes)
+        self.answers: dict[int, int | None] = {}
+
+    def index_of(self, obj) -> int | None:
+        oid = id(obj)
+        if oid in self.answers:
+            return self.answers[oid]
+        if self.probe is None:
+            self.probe = _Probe(self.stream)
+            self.probe.memo = self.pod_pickler.memo
+        self.probe.target = obj
+        self.stream.seek(0)
+        self.stream.truncate()
+        try:
+            self.probe.dump(obj)
+            out = self.stream.getvalue()[:32]  # a hit is PROTO, FRAME, a GET and STOP
+            at = 2 + (9 if len(out) > 2 and out[2] == pickle.FRAME[0] else 0)
+            op = out[at : at + 1]
+            index = (out[at + 1] if op == pickle.BINGET else
+                     int.from_bytes(out[at + 1 : at + 5], "little") if op == pickle.LONG_BINGET else None)
+        except Exception:  # noqa: BLE001 - it was saved already; a failure here only means "not held"
+            index = None
+        self.answers[oid] = index
+        return index
+
+    def memo(self) -> dict:
+        return self.pod_pickler.memo.copy()
+
+
+class _Probe(pickle.Pickler):
+    def __init__(self, file):
+        super().__init__(file, protocol=pickler.PROTOCOL)
+        self.target = None
+
+    def persistent_id(self, obj):
+        return None if obj is self.target else 0
+
+
+def _held_before(held, owners: list[tuple[str, object]]) -> dict[int, tuple[str, int]]:
+    """id -> (pod name, memo index) of the objects of ``held`` (the memo copy or
+    _MemoOracle of a pod pickled on its own) that an earlier pod already holds,
+    atoms left out. Earlier pods hold no shareable object twice (a later pod
+    refers to the first holder's), so each is found once. Between memo copies,
+    set operations on their keys keep this at C speed; an oracle is asked about
+    the shareable objects of the other side's memo."""
     shared: dict[int, tuple[str, int]] = {}
-    for owner, held in owners:
-        if memo.keys().isdisjoint(held.keys()):  # iterates the smaller of the two
-            continue
-        for oid in memo.keys() & held.keys():
-            index, obj = held[oid]
-            if _shareable(obj):
-                shared.setdefault(oid, (owner, index))
+    for owner, earlier in owners:
+        if isinstance(held, _MemoOracle) and isinstance(earlier, _MemoOracle):
+            held = held.memo()  # two large pods: one of them must be listed
+        if isinstance(earlier, _MemoOracle):
+            for oid, (_, obj) in held.items():
+                if _shareable(obj):
+                    index = earlier.index_of(obj)
+                    if index is not None:
+                        shared.setdefault(oid, (owner, index))
+        elif isinstance(held, _MemoOracle):
+            for oid, (index, obj) in earlier.items():
+                if _shareable(obj) and held.index_of(obj) is not None:
+                    shared.setdefault(oid, (owner, index))
+        elif not held.keys().isdisjoint(earlier.keys()):  # iterates the smaller of the two
+            for oid in held.keys() & earlier.keys():
+                index, obj = earlier[oid]
+                if _shareable(obj):
+                    shared.setdefault(oid, (owner, index))
     return shared
 
 
@@ -146,9 +214,10 @@ def _all_held(owners: list[tuple[str, dict]]) -> dict[int, tuple[str, int]]:
     return shared
 
 
-def _dump(value, buffers: list, main_module, shared: dict | None, storages: dict) -> tuple[bytes, dict, list]:
-    """(stream, memo copy, names of the pods it refers to) of one pod; with
-    ``shared`` None, no object is looked up (the fast C path)."""
+def _dump(value, buffers: list, main_module, shared: dict | None, storages: dict,
+          oracle: bool = True) -> tuple[bytes, object, list]:
+    """(stream, memo copy or _MemoOracle, names of the pods it refers to) of one
+    pod; with ``shared`` None, no object is looked up (the fast C path)."""
 
     def out_of_band(buffer) -> bool:
         if buffer.raw().nbytes < pickler.OUT_OF_BAND_MIN:
@@ -160,7 +229,11 @@ def _dump(value, buffers: list, main_module, shared: dict | None, storages: dict
     cls = _PlainPodPickler if shared is None else _PodPickler
     p = cls(stream, out_of_band, main_module, shared, storages)
     p.dump(value)
-    return stream.getvalue(), p.memo.copy(), sorted(getattr(p, "deps", ()))
+    data = stream.getvalue()
+    deps = sorted(getattr(p, "deps", ()))
+    if oracle and len(data) >= ORACLE_MIN:
+        return data, _MemoOracle(p), deps
+    return data, p.memo.copy(), deps
 
 
 class _PodUnpickler(pickler.StateUnpickler):
