@@ -36,7 +36,7 @@ PATCH_CHAIN = 8
 #: Commits whose new pods are at most this many bytes go to the run's journal
 #: (one fsync); the journal is made durable in place once it holds JOURNAL_SETTLE.
 JOURNAL_MAX = 1 << 20
-JOURNAL_SETTLE = 64 << 20
+JOURNAL_SETTLE = 16 << 20
 from ..store.record import CommitRecord
 from .staging import StagedPack
 

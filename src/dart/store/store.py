@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,7 +60,7 @@ class Store:
         self.location = backend.location
         #: the signing key (sign.py): records, indexes and pods are signed and checked
         self.key = key if key is not None else key_from_environment()
-        self._gathered: tuple[dict, list] | None = None  # inside journaled(): (puts by key, ref moves)
+        self._journaling = threading.local()  # .gathered inside journaled(), on that thread only
         self._check_marker(create)
 
     def __repr__(self) -> str:
@@ -137,6 +138,11 @@ class Store:
             return oid, 0
         return oid, self._put(key, codec.encode(view), step="object")
 
+    @property
+    def _gathered(self) -> tuple[dict, list] | None:
+        """(puts by key, ref moves) of the journaled() block running on this thread."""
+        return getattr(self._journaling, "gathered", None)
+
     def _put(self, key: str, chunks: list, step: str) -> int:
         if self._gathered is None:
             return self.backend.put(key, chunks, step=step)
@@ -156,12 +162,12 @@ class Store:
         if self._gathered is not None or not hasattr(self.backend, "put_journaled"):
             yield
             return
-        self._gathered = ({}, [])
+        self._journaling.gathered = ({}, [])
         try:
             yield
             puts, refs = self._gathered
         finally:
-            self._gathered = None
+            self._journaling.gathered = None
         if puts or refs:
             current = self.backend.put_journaled(run_id, list(puts.items()), refs)
             if current is not None:
