@@ -23,7 +23,7 @@ from pathlib import Path
 
 import xxhash
 
-from .capture import Capturer, loading_commit
+from .capture import Capturer, dataloader, loading_commit
 from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
@@ -271,6 +271,7 @@ class Session:
         self.flusher = self.writer.flusher
         user_code = UserCode(script.parent, options.local_modules, options.user_code)
         self.monitor = Monitor(self._on_safe_point, user_code)
+        dataloader.install()  # DataLoader iterators created from now on can be saved
         self.coordinator = LocalTimer(options)
         self._warned_loops: set[tuple] = set()
         self._closed = False
@@ -473,6 +474,8 @@ class Session:
             "line": spot.line,
             "loops": loop_info,
         }
+        if spot.blank is not None:
+            state["blank"] = spot.blank
         return state
 
     def _commit(self, spots: list[FrameSpot], message, resumable=True, bind=None) -> CommitHandle | None:
@@ -625,6 +628,7 @@ class Session:
     def _close(self, **run_fields) -> None:
         self._closed = True
         self.monitor.stop()
+        dataloader.uninstall()
         try:
             self.writer.close()
         finally:

@@ -89,12 +89,12 @@ class Case:
 
 
 CASES = [
-    Case("trainer_dataloader_w0", "trainer_dataloader.py", ("0",), first_pass_until="epoch 0 train", uses_torch=True),
-    Case("trainer_dataloader_w2", "trainer_dataloader.py", ("2",), first_pass_until="epoch 0 train", uses_torch=True),
+    Case("trainer_dataloader_w0", "trainer_dataloader.py", ("0",), uses_torch=True),
+    Case("trainer_dataloader_w2", "trainer_dataloader.py", ("2",), uses_torch=True),
     Case("early_stopping", "early_stopping.py", repeat=2),
     Case("while_anneal", "while_anneal.py"),
     Case("sgd_partial_fit", "sgd_partial_fit.py"),
-    Case("generator_batches", "generator_batches.py", first_pass_until="epoch 0 samples"),
+    Case("generator_batches", "generator_batches.py"),
     Case("decorated_steps", "decorated_steps.py", uses_torch=True),
     Case("closures", "closures.py"),
     Case("closure_locals", "closure_locals.py"),
@@ -103,6 +103,17 @@ CASES = [
     Case("try_except", "try_except.py", repeat=3),
     Case("stateful_helpers", "stateful_helpers.py"),
     Case("fix_and_resume", "fix_and_resume.py", repeat=2),
+    # Issue 9: commits in the first pass of a DataLoader, iterators held in objects
+    # and variables, functions and classes defined in loops and in main(), and
+    # calls nested in calls on the path.
+    Case("one_epoch_w0", "one_epoch_loader.py", ("0", "shuffle"), interval_kills=5, uses_torch=True),
+    Case("one_epoch_w2", "one_epoch_loader.py", ("2", "shuffle"), interval_kills=5, uses_torch=True),
+    Case("one_epoch_stream", "one_epoch_loader.py", ("0", "stream"), uses_torch=True),
+    Case("infinite_loader", "infinite_loader.py", interval_kills=5, uses_torch=True),
+    Case("iter_next_loader", "iter_next_loader.py", interval_kills=5, uses_torch=True),
+    Case("lbfgs_closure", "lbfgs_closure.py", interval_kills=5, uses_torch=True),
+    Case("local_class", "local_class.py", interval_kills=5),
+    Case("nested_calls", "nested_calls.py", interval_kills=5),
 ]
 BY_ID = {case.id: case for case in CASES}
 

@@ -4,7 +4,8 @@ A commit inside a function needs every frame on the way to it: each caller is
 suspended in a call, and resume re-runs that call's statement with the callee
 armed to continue (see ``Session._arm_function_frames``). So re-running the
 statement must reach that call before calling anything else: ``f(x)``,
-``y = f(x)``, ``return f(x)`` and ``print(f(x))`` qualify, ``f(g(x))`` does not. Library frames between two user frames are allowed only when
+``y = f(x)``, ``return f(x)``, ``print(f(x))`` and ``f(g(x))`` (with a placeholder for
+``g(x)``, whose value the resumed ``f`` restores) qualify, ``g() + f(x)`` does not. Library frames between two user frames are allowed only when
 they are decorator wrappers that hold the user function itself (functools.wraps,
 torch.no_grad, ...): re-running the call runs them again. Anything else (a
 framework's own loop calling back into user code) makes the point not
@@ -19,6 +20,7 @@ from types import CodeType, FrameType
 from typing import TYPE_CHECKING
 
 from ..astpath import innermost_statement, position_at
+from . import dataloader
 
 if TYPE_CHECKING:  # the monitor's analysis of a code object; capture only reads it
     from ..monitor.sites import CodeSites, LoopSite
@@ -43,6 +45,9 @@ class FrameSpot:
     # For a decorator wrapper written in user code (a closure): the qualname of
     # the function it decorates, where resume finds the wrapper object again.
     route: str | None = None
+    # A caller whose call's arguments call something: the call's position in its
+    # statement (call_position), so that resume re-runs it with placeholder arguments.
+    blank: list | None = None
 
     @property
     def qualname(self) -> str:
@@ -56,22 +61,50 @@ class FrameSpot:
 _SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Await, ast.Yield, ast.YieldFrom)
 
 
+def _argument_values(call: ast.Call) -> list[ast.expr]:
+    return [*call.args, *(k.value for k in call.keywords)]
+
+
+def _calls_in(node: ast.AST) -> list[ast.Call]:
+    return [sub for sub in ast.walk(node) if isinstance(sub, ast.Call)]
+
+
 def call_on_path(stmt: ast.stmt | None, pos) -> ast.Call | None:
     """The call at source position ``pos`` in ``stmt`` if re-running ``stmt``
-    calls nothing before it: every other call in the statement must enclose
-    it (those run after it returns, e.g. ``print(train())``)."""
+    can reach it without running anything twice: every other call in the
+    statement must enclose it (those run after it returns, e.g.
+    ``print(train())``) or be inside its arguments (``self.head(self.body(x))``:
+    resume passes placeholders instead, see :func:`blanked_arguments`, since the
+    resumed callee restores its parameters from the commit)."""
     if stmt is None or isinstance(stmt, (ast.For, ast.While, ast.If, ast.With, ast.Try, ast.TryStar, ast.Match)):
         return None
     if any(isinstance(node, _SCOPES) for node in ast.walk(stmt)):
         return None
-    calls = [node for node in ast.walk(stmt) if isinstance(node, ast.Call)]
+    calls = _calls_in(stmt)
     target = next(
         (c for c in calls if (c.lineno, c.end_lineno, c.col_offset, c.end_col_offset) == tuple(pos)), None
     )
     if target is None:
         return None
-    enclosing = {id(c) for c in calls if any(inner is target for inner in ast.walk(c))}
-    return target if all(id(c) in enclosing for c in calls) else None
+    allowed = {id(c) for c in calls if any(inner is target for inner in ast.walk(c))}
+    for value in _argument_values(target):
+        inner = _calls_in(value)
+        if inner and (isinstance(value, ast.Starred) or any(k.arg is None and k.value is value for k in target.keywords)):
+            return None  # ``f(*g())``: how many placeholders is not known
+        allowed.update(id(c) for c in inner)
+    return target if all(id(c) in allowed for c in calls) else None
+
+
+def blanked_arguments(call: ast.Call) -> bool:
+    """Do the arguments of ``call`` call something (so that resume must pass
+    placeholders rather than evaluate them again)?"""
+    return any(_calls_in(value) for value in _argument_values(call))
+
+
+def call_position(call: ast.Call, stmt: ast.stmt) -> list[int]:
+    """Where ``call`` is in ``stmt``: lines counted from the statement's first
+    (so that an edit above the statement does not lose it), columns as they are."""
+    return [call.lineno - stmt.lineno, call.end_lineno - stmt.lineno, call.col_offset, call.end_col_offset]
 
 
 def call_statement(stmt: ast.stmt | None) -> ast.Call | None:
@@ -133,7 +166,8 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
             continue
         stmt = innermost_statement(sites.tree, caller.f_code, caller.f_lasti)
         pos = position_at(caller.f_code, caller.f_lasti)
-        if call_on_path(stmt, pos) is None:
+        target = call_on_path(stmt, pos)
+        if target is None:
             raise NotContinuable(
                 f"re-running the statement at line {caller.f_lineno} that calls {callee.f_code.co_qualname}() "
                 "would call something else first; move that call to its own statement"
@@ -141,7 +175,8 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
         path = stmt._dart_path
         if any(spot.frame is not None and spot.frame.f_code is caller.f_code for spot in spots):
             raise NotContinuable(f"{caller.f_code.co_qualname}() is on the call path twice (recursion)")
-        spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.loops_at(caller.f_lasti)))
+        blank = call_position(target, stmt) if blanked_arguments(target) else None
+        spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.loops_at(caller.f_lasti), blank=blank))
         decorated = caller.f_code.co_qualname
         if sites.def_path is None:
             spots.reverse()
@@ -189,6 +224,8 @@ _SAVABLE: dict[type, bool] = {}
 def savable(iterator, depth: int = 0) -> bool:
     """Can this iterator be pickled? Wrappers (enumerate, zip, map, ...) are
     as savable as the iterators they hold; other kinds are asked once per type."""
+    if dataloader.is_loader_iterator(iterator):
+        return dataloader.savable(iterator)
     kind = type(iterator)
     known = _SAVABLE.get(kind)
     if known is False:
@@ -207,6 +244,8 @@ def savable(iterator, depth: int = 0) -> bool:
 
 def iteration_count(iterator) -> int | None:
     """How many items an iterator has produced, when its pickle state says so."""
+    if dataloader.is_loader_iterator(iterator):
+        return dataloader.yielded(iterator)
     try:
         reduced = iterator.__reduce__()
     except Exception:

@@ -8,8 +8,13 @@ restore as one object. On top of plain pickle:
   shape, strides, dtype), so views of one array restore as views of one array;
 * contiguous array data leaves the stream as out-of-band buffers, which the
   caller copies (the program keeps running and may change them);
-* a closure or lambda of the user's code is saved by value (marshal'd code,
-  defaults, cells), since pickle can only name module-level functions;
+* a function or class of the user's code that no top-level ``def``/``class``
+  of its module defines (a closure, a lambda, one defined in a loop body, a
+  branch or ``main()``) is saved by value (marshal'd code, defaults, cells; a
+  class's namespace), since resume can only find top-level ones by name;
+* a torch optimizer is saved with all its attributes (torch's own pickling
+  keeps only defaults, state and param_groups);
+* a torch DataLoader iterator is saved as how to re-create it (see dataloader.py);
 * a CPU torch tensor is saved as (storage, offset, size, stride, dtype), its
   storage's bytes out of band and once per storage, so views and tensors that
   share a storage come back sharing it.
@@ -17,12 +22,15 @@ restore as one object. On top of plain pickle:
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import io
 import os
 import pickle
 import sys
 import types
+
+from . import dataloader
 
 PROTOCOL = 5
 
@@ -144,12 +152,66 @@ def _make_function(code_bytes, module_name, name, qualname, defaults, kwdefaults
     import marshal
 
     module = sys.modules.get(module_name)
+    if module is None and module_name != "__main__":
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            module = None
     namespace = module.__dict__ if module is not None else {"__name__": module_name}
     function = types.FunctionType(marshal.loads(code_bytes), namespace, name, defaults, cells)
     function.__qualname__ = qualname
     function.__kwdefaults__ = kwdefaults
     function.__dict__.update(attributes)
     return function
+
+
+def _make_class(metaclass, name, bases, skeleton):
+    return metaclass(name, bases, dict(skeleton))
+
+
+def _fill_class(cls, namespace):
+    for key, value in namespace.items():
+        setattr(cls, key, value)
+
+
+#: Class attributes a class saved by value gets anew when it is made.
+_CLASS_SKIPPED = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__", "__slots__", "_abc_impl"})
+
+
+def _plain_metaclasses() -> tuple:
+    import abc
+
+    return (type, abc.ABCMeta)
+
+
+_PLAIN_METACLASSES = _plain_metaclasses()
+
+_definitions_cache: dict[str, frozenset | None] = {}
+
+
+def _top_level_definitions(path) -> frozenset | None:
+    """The names bound by the top-level ``def`` and ``class`` statements of the
+    source file ``path`` (None if it cannot be read). Read once per process: the
+    running module was made from the source as it was then."""
+    import ast
+
+    if not isinstance(path, str):
+        return None
+    if path in _definitions_cache:
+        return _definitions_cache[path]
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read())
+        names = frozenset(
+            stmt.name for stmt in tree.body if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        )
+    except (OSError, SyntaxError, ValueError):
+        names = None
+    _definitions_cache[path] = names
+    return names
+
+
+_user_modules: dict[tuple, bool] = {}
 
 
 def _empty_cell():
@@ -220,34 +282,76 @@ class StatePickler(pickle.Pickler):
         main_path = getattr(self._main, "__file__", None) if self._main is not None else None
         if not isinstance(path, str) or not isinstance(main_path, str):
             return False
-        return os.path.dirname(os.path.abspath(path)).startswith(os.path.dirname(os.path.abspath(main_path)))
+        key = (path, main_path)
+        known = _user_modules.get(key)
+        if known is None:
+            known = _user_modules[key] = os.path.dirname(os.path.abspath(path)).startswith(
+                os.path.dirname(os.path.abspath(main_path))
+            )
+        return known
+
+    def _by_value(self, obj) -> bool:
+        """Must this function or class of the user's code be saved by value? Yes
+        unless a top-level ``def``/``class`` of its module defines it, which is
+        what resume runs again before loading: a closure, a lambda, or one
+        defined in a loop body, a branch or a function is not found by name then."""
+        qualname = obj.__qualname__
+        if isinstance(obj, types.FunctionType) and ("<locals>" in qualname or "<lambda>" in qualname):
+            return True  # library ones too: argparse keeps a local function in every parser
+        if not self._user_module(obj.__module__ or ""):
+            return False
+        if "<locals>" in qualname or "<lambda>" in qualname:
+            return True
+        module = self._main if obj.__module__ == "__main__" else sys.modules.get(obj.__module__)
+        names = _top_level_definitions(getattr(module, "__file__", None))
+        return names is not None and qualname.split(".", 1)[0] not in names
 
     def _reduce_function(self, function):
-        """A closure or lambda of the user's code, which pickle cannot save by
-        name, is saved by value: its code (marshal), defaults and cells. Cells
-        keep their identity (closures made together share them) and may refer
-        back to the function (filled after it exists)."""
+        """A function of the user's code that resume cannot find by name is saved
+        by value: its code (marshal), defaults and cells. Cells keep their
+        identity (closures made together share them) and may refer back to the
+        function (filled after it exists)."""
         import marshal
 
-        name = function.__qualname__
-        if "<locals>" not in name and "<lambda>" not in name:
-            return NotImplemented
-        if not self._user_module(function.__module__ or ""):
+        if not self._by_value(function):
             return NotImplemented
         return _make_function, (
             marshal.dumps(function.__code__),
             function.__module__,
             function.__name__,
-            name,
+            function.__qualname__,
             function.__defaults__,
             function.__kwdefaults__,
             function.__closure__,
             dict(function.__dict__),
         )
 
+    def _reduce_class(self, cls):
+        """A class of the user's code that resume cannot find by name (defined in
+        ``main()``, in a loop or a branch) is saved by value: an empty class made
+        with its metaclass and bases, memoized before its namespace is filled (so
+        methods that refer back to it, e.g. through ``super()``, get this one)."""
+        if type(cls) not in _PLAIN_METACLASSES or not self._by_value(cls):
+            return NotImplemented
+        namespace = {}
+        for key, value in cls.__dict__.items():
+            if key in _CLASS_SKIPPED or isinstance(value, (types.MemberDescriptorType, types.GetSetDescriptorType)):
+                continue
+            namespace[key] = value
+        skeleton = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        if "__slots__" in cls.__dict__:
+            skeleton["__slots__"] = cls.__dict__["__slots__"]
+        return _make_class, (type(cls), cls.__name__, cls.__bases__, skeleton), namespace, None, None, _fill_class
+
     def reducer_override(self, obj):
         if isinstance(obj, types.FunctionType):
             return self._reduce_function(obj)
+        if isinstance(obj, type):
+            return self._reduce_class(obj)
+        if type(obj) in (staticmethod, classmethod):  # in the namespace of a class saved by value
+            return type(obj), (obj.__func__,)
+        if type(obj) is property:
+            return property, (obj.fget, obj.fset, obj.fdel, obj.__doc__)
         if isinstance(obj, types.CellType):
             try:
                 return _empty_cell, (), (obj.cell_contents,), None, None, _fill_cell
@@ -264,8 +368,19 @@ class StatePickler(pickle.Pickler):
             if state is not None:
                 return _reopen, state
         torch = sys.modules.get("torch")
-        if torch is not None and isinstance(obj, torch.Tensor):
-            return self._reduce_tensor(obj, torch)
+        if torch is not None:
+            if isinstance(obj, torch.Tensor):
+                return self._reduce_tensor(obj, torch)
+            if isinstance(obj, torch.optim.Optimizer):
+                # Its __getstate__ keeps three fields; an optimizer's own (LBFGS's
+                # _params, a subclass's counters) would be lost.
+                return copyreg.__newobj__, (type(obj),), dict(obj.__dict__)
+            loaders = sys.modules.get(dataloader.MODULE)
+            if loaders is not None:
+                if isinstance(obj, loaders._BaseDataLoaderIter):
+                    return dataloader.reduce_iterator(obj)
+                if isinstance(obj, loaders.DataLoader):
+                    return dataloader.reduce_loader(obj)
         numpy = sys.modules.get("numpy")
         if numpy is not None and type(obj) is numpy.ndarray and obj.base is not None:
             root = _root_array(obj)

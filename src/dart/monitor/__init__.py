@@ -96,6 +96,7 @@ class Monitor:
         sites = analyze(code, tree, "__main__", root)
         self.watched[code] = sites
         self._set_events(code, due=E.LINE | E.JUMP)
+        self.loops.track_in(code, sites)
         defs = _defs_by_line(tree)
         for inner in nested_code(code):
             node = defs.get((inner.co_name, inner.co_firstlineno))

@@ -1,9 +1,10 @@
 """Loops over iterators dart cannot save (a DataLoader's iterator, a generator),
 the whole feature in one place.
 
-1. *Learn.* A commit meets a ``for`` loop whose iterator does not pickle: the
-   session calls :meth:`TrackedLoops.track` for that loop and takes no commit
-   inside it this time.
+1. *Learn.* A loop over a call of a generator function of the user's code is
+   tracked from its first start (seen in the source). Any other ``for`` loop whose
+   iterator does not pickle is learnt at a commit: the session calls
+   :meth:`TrackedLoops.track` for that loop and takes no commit inside it this time.
 2. *Track.* From the loop's next start, a LINE event at the loop statement's first
    instruction keeps the hidden state (random generators) from before the iterable
    is evaluated (:meth:`TrackedLoops.on_loop_entry`), and a BRANCH event at its
@@ -19,11 +20,14 @@ the whole feature in one place.
 
 from __future__ import annotations
 
+import ast
 import sys
+import weakref
 from dataclasses import dataclass
 from types import CodeType, FrameType
 
 from .. import _native
+from ..astpath import node_at
 from ..capture.hidden import capture_hidden, restore_hidden
 
 CountingIterator = _native.monitor.CountingIterator
@@ -66,6 +70,44 @@ def recreator(saved: dict):
     return recreate
 
 
+_generators_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def generator_functions(tree: ast.Module) -> frozenset:
+    """Names of the generator functions and methods a module defines."""
+    found = _generators_of.get(tree)
+    if found is None:
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and any(
+                isinstance(sub, (ast.Yield, ast.YieldFrom)) for sub in _own_nodes(node)
+            ):
+                names.add(node.name)
+        found = _generators_of[tree] = frozenset(names)
+    return found
+
+
+def _own_nodes(function: ast.FunctionDef):
+    """The nodes of a function's body, not those of functions nested in it."""
+    stack = list(function.body)
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def calls_one_of(expr: ast.expr, names: frozenset) -> bool:
+    """Does ``expr`` call a function or method of one of these names?"""
+    for node in ast.walk(expr):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+            if name in names:
+                return True
+    return False
+
+
 class TrackedLoops:
     """The monitor's side: which loops are tracked and the events they need.
     ``set_events(code, due=..., idle=...)`` is the monitor's way to add events."""
@@ -97,7 +139,10 @@ class TrackedLoops:
                 self.track_in(code, other)
 
     def track_in(self, code: CodeType, sites) -> None:
-        """Arm the tracked loops of one (newly) watched code object."""
+        """Arm the tracked loops of one (newly) watched code object. Loops over a
+        call of a generator function of the user's code are tracked from their
+        first start, so that commits happen in their first pass too."""
+        self._track_generator_loops(sites)
         for path, copies in sites.loops.items():
             if (sites.module, sites.def_path, path) not in self.tracked:
                 continue
@@ -108,6 +153,19 @@ class TrackedLoops:
                 self._entry_of[(code, loop.for_iter)] = loop.entry
                 self._entries.add((code, loop.entry))
                 self._set_events(code, due=E.LINE | E.JUMP, idle=E.LINE | E.BRANCH)
+
+    def _track_generator_loops(self, sites) -> None:
+        if sites.root is None:
+            return
+        generators = generator_functions(sites.root)
+        if not generators:
+            return
+        for path, copies in sites.loops.items():
+            if copies[0].kind != "for" or (sites.module, sites.def_path, path) in self.tracked:
+                continue
+            node = node_at(sites.root, path)
+            if isinstance(node, ast.For) and calls_one_of(node.iter, generators):
+                self.tracked.add((sites.module, sites.def_path, path))
 
     def is_entry(self, frame: FrameType) -> bool:
         """Is ``frame`` at the first instruction of a tracked loop (while a

@@ -124,11 +124,32 @@ def _path(position: dict) -> Path:
     return tuple((name, int(index)) for name, index in position.get("path", ()))
 
 
+def blank_arguments(stmt: ast.stmt, position) -> None:
+    """Replace the arguments of the call at ``position`` in ``stmt`` (lines from
+    the statement's first, see ``capture.path.call_position``) with ``None``: the
+    resumed callee restores its parameters from the commit, so
+    ``self.head(self.body(x))`` must not run ``self.body(x)`` again."""
+    first = stmt.lineno
+    for node in ast.walk(stmt):
+        here = [node.lineno - first, node.end_lineno - first, node.col_offset, node.end_col_offset] if isinstance(node, ast.Call) else None
+        if here == list(position):
+            node.args = [ast.copy_location(ast.Constant(None), arg) for arg in node.args]
+            for keyword in node.keywords:
+                keyword.value = ast.copy_location(ast.Constant(None), keyword.value)
+            return
+    raise ResumeError(
+        f"the statement at line {first} was edited since the commit: the call dart was in is no longer "
+        "there (undo that edit to resume)",
+        next_step="fresh",
+    )
+
+
 class _Builder:
-    def __init__(self, kind: str, frame_index: int = 0, recreated: frozenset = frozenset()):
+    def __init__(self, kind: str, frame_index: int = 0, recreated: frozenset = frozenset(), blank=None):
         self.kind = kind
         self.frame_index = frame_index
         self.recreated = recreated  # iterator keys of SavedLoop loops
+        self.blank = blank  # the source position of a call to re-run with placeholder arguments
         self.counter = itertools.count(frame_index * 1000)
 
     def recreate(self, loop: ast.stmt) -> list:
@@ -159,6 +180,8 @@ class _Builder:
         if not rest:
             if self.kind == "before":
                 again = copy.deepcopy(node)
+                if self.blank is not None:
+                    blank_arguments(again, self.blank)
                 again._dart_resumed = True  # entered already (for a caller: re-entering its call)
                 return [again] + tail
             return self.restored_loop(node, top=True) + tail
@@ -288,7 +311,7 @@ def continuation(tree: ast.Module, position: dict, recreated: frozenset = frozen
     kind = frame["kind"]
     if kind not in ("before", "loop"):
         raise ResumeError(f"a commit at a position of kind {kind!r} cannot be resumed")
-    body = _Builder(kind, 0, recreated).block(tree.body, _path(frame))
+    body = _Builder(kind, 0, recreated, frame.get("blank")).block(tree.body, _path(frame))
     module = ast.Module(body=body, type_ignores=[])
     ast.fix_missing_locations(module)
     return module
@@ -360,7 +383,7 @@ def function_variant(
             prelude.append(copy.deepcopy(node_at(module, path)))
     modules = imported_names(module)
     prelude += [copy.deepcopy(stmt) for stmt in node.body[:here] if is_setting(stmt, modules)]
-    rest = _Builder(frame["kind"], index, recreated).block(node.body, _path(frame)[len(def_path) :])
+    rest = _Builder(frame["kind"], index, recreated, frame.get("blank")).block(node.body, _path(frame)[len(def_path) :])
     keep = []
     if freevars:  # never runs; keeps the closure's variables free in the new code
         refs = ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Load()) for n in freevars], ctx=ast.Load())

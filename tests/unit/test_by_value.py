@@ -1,0 +1,135 @@
+"""Functions and classes that no top-level ``def``/``class`` of their module
+defines (in a loop body, a branch, ``main()``) are saved by value and load in a
+fresh process that never defined them; top-level ones stay references. And the
+call-path rule for calls nested in the call's arguments."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dart.capture.path import blanked_arguments, call_on_path, call_position
+from dart.resume.continuation import blank_arguments
+from dart.errors import ResumeError
+
+SAVER = textwrap.dedent(
+    '''
+    import sys, pickle
+    from dart.capture import pickler
+    import __main__
+
+    def top(x):
+        return x + 1
+
+    for i in range(3):
+        def in_loop(x, i=i):
+            return x * 10 + i
+
+    if True:
+        class InBranch:
+            def __init__(self, v):
+                self.v = v
+            @property
+            def double(self):
+                return 2 * self.v
+
+    def main():
+        scale = 7
+        class Local(InBranch):
+            __slots__ = ("extra",)
+            def total(self):
+                return super().double + scale
+            @staticmethod
+            def name():
+                return "local"
+            @classmethod
+            def make(cls, v):
+                return cls(v)
+        obj = Local.make(5)
+        obj.extra = "x"
+        return obj
+
+    state = {"top": top, "in_loop": in_loop, "obj": main(), "lam": lambda y: y - 1}
+    data, buffers = pickler.dumps(state, main_module=__main__)
+    assert not buffers
+    open(sys.argv[1], "wb").write(data)
+    '''
+)
+
+LOADER = textwrap.dedent(
+    '''
+    import sys
+    from dart.capture import pickler
+
+    def top(x):  # what resume re-runs before loading: the top-level definitions only
+        return x + 1
+
+    state = pickler.loads(open(sys.argv[1], "rb").read(), [], main_namespace={"top": top})
+    obj = state["obj"]
+    print(state["top"] is top, state["in_loop"](4), obj.total(), obj.name(), obj.extra,
+          type(obj).__name__, type(obj).__mro__[1].__name__, state["lam"](3))
+    '''
+)
+
+
+def test_definitions_not_at_the_top_load_in_a_fresh_process(tmp_path):
+    saver, loader, data = tmp_path / "saver.py", tmp_path / "loader.py", tmp_path / "state.pickle"
+    saver.write_text(SAVER)
+    loader.write_text(LOADER)
+    subprocess.run([sys.executable, str(saver), str(data)], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(loader), str(data)], check=True, capture_output=True, text=True)
+    assert out.stdout.split() == ["True", "42", "17", "local", "x", "Local", "InBranch", "2"]
+
+
+def _stmt(source: str) -> ast.stmt:
+    return ast.parse(source).body[0]
+
+
+def _call(stmt: ast.stmt, name: str) -> ast.Call:
+    return next(
+        n for n in ast.walk(stmt)
+        if isinstance(n, ast.Call) and (getattr(n.func, "attr", None) == name or getattr(n.func, "id", None) == name)
+    )
+
+
+def _pos(call: ast.Call):
+    return (call.lineno, call.end_lineno, call.col_offset, call.end_col_offset)
+
+
+@pytest.mark.parametrize(
+    "source,callee,ok,blanked",
+    [
+        ("return self.head(self.body(x))", "head", True, True),
+        ("data = self.tokenize(self.clean(path), lower=norm(x))", "tokenize", True, True),
+        ("print(train(load()))", "train", True, True),
+        ("y = f(x)", "f", True, False),
+        ("print(f(x))", "f", True, False),
+        ("y = g() + f(x)", "f", False, False),
+        ("make_trainer().fit(x)", "fit", False, False),
+        ("f(*g())", "f", False, False),
+        ("f(**g())", "f", False, False),
+        ("r = [f(c) for c in cs]", "f", False, False),
+    ],
+)
+def test_which_statements_can_be_re_run(source, callee, ok, blanked):
+    stmt = _stmt(source)
+    target = call_on_path(stmt, _pos(_call(stmt, callee)))
+    assert (target is not None) == ok
+    if ok:
+        assert blanked_arguments(target) == blanked
+
+
+def test_placeholders_replace_the_arguments_of_the_call_on_the_path_only():
+    source = "\n\nout = log(self.head(self.body(x), scale=k()))"
+    stmt = ast.parse(source).body[0]
+    position = call_position(_call(stmt, "head"), stmt)
+    moved = ast.parse("\n\n\n\n" + source).body[0]  # lines added above the statement
+    blank_arguments(moved, position)
+    assert ast.unparse(moved) == "out = log(self.head(None, scale=None))"
+    edited = ast.parse("out = log(self.other(self.body(x)))").body[0]
+    with pytest.raises(ResumeError, match="edited"):
+        blank_arguments(edited, position)
