@@ -630,7 +630,7 @@ class Session:
         self.monitor.stop()
         dataloader.uninstall()
         try:
-            self.writer.close()
+            self.writer.close(settle=False)  # the run's end is recorded first, then the journal settled
         finally:
             try:
                 self.store.update_run(self.plan.run_id, ended=time.time(), commits=self.commits, **run_fields)
@@ -639,3 +639,8 @@ class Session:
                 if _problem(exc) not in self._store_problems:
                     _warn(f"the end of run {self.plan.run_id} could not be recorded in store "
                           f"{self.store.location}: {exc.message}")
+            try:
+                self.store.settle_journal(self.plan.run_id)
+            except StoreError as exc:
+                _warn(f"the last commits of run {self.plan.run_id} are durable only in its journal in store "
+                      f"{self.store.location} ({exc.message}); the next run of this command makes them durable in place")

@@ -185,8 +185,8 @@ class Flusher:
                     )
                 self._cond.wait(remaining)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Drain, then stop the thread. Idempotent."""
+    def close(self, timeout: float | None = None, settle: bool = True) -> None:
+        """Drain, then stop the thread; settle the run's journal unless told not to. Idempotent."""
         if self._thread.is_alive():
             self.drain(timeout)
         with self._cond:
@@ -195,7 +195,7 @@ class Flusher:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
             try:
-                if hasattr(self.store, "settle_journal"):
+                if settle and hasattr(self.store, "settle_journal"):
                     self.store.settle_journal(self.run_id)
             except StoreError as exc:
                 log.warning("dart: the last commits of run %s are durable only in its journal: %s", self.run_id, exc)
