@@ -429,9 +429,9 @@ class LocalBackend(Backend):
     def place(self, key: str, data, durable: bool = False) -> None:
         """Put ``data`` at ``key`` by rename; fsync'd (file, directory) only if ``durable``."""
         dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
         tmp = self.root / "tmp" / f"{dest.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
         try:
+            dest.parent.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
             try:
                 os.write(fd, data)
@@ -452,7 +452,8 @@ class LocalBackend(Backend):
 
     def settle_journal(self, run_id: str) -> None:
         """Make what the journal of ``run_id`` holds durable in place (files missing
-        or not as written are written again; refs whose move was lost are moved
+        or empty are written again; one with other bytes is damage and is left to
+        be reported; refs whose move was lost are moved
         again, in order; a ref left naming a commit that was never journaled and
         whose record is lost goes back to the newest journaled one), then drop the
         journal. An entry cut short by a crash was never acknowledged: it is
@@ -470,10 +471,12 @@ class LocalBackend(Backend):
                 for key, value in puts:
                     dest = self.path(key)
                     try:
-                        same = dest.stat().st_size == len(value)  # put by rename: whole or absent
-                    except OSError:
-                        same = False
-                    if not same:
+                        # Put by rename: whole or absent (or empty). A file there with
+                        # other bytes is damage, left for the checks that report it.
+                        lost = dest.stat().st_size == 0
+                    except FileNotFoundError:
+                        lost = True
+                    if lost:
                         self.place(key, value)
                     placed.append(dest)
                     dirs.add(dest.parent)
