@@ -23,13 +23,13 @@ from pathlib import Path
 
 import xxhash
 
-from .capture import Capturer, dataloader
+from .capture import Capturer, dataloader, loading_commit
 from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
     NotContinuable,
     call_path,
-    call_statement,
+    call_on_path,
     describe,
     iteration_count,
     savable,
@@ -49,7 +49,8 @@ from .errors import (
 )
 from .flush import CommitHandle, CommitWriter
 from . import rollback
-from .astpath import annotate_paths, innermost_statement, node_at, position_after
+from .flush import _restored_handle as restored_handle
+from .astpath import annotate_paths, innermost_statement, node_at, position_after, position_at
 from .monitor import Monitor
 from .monitor.steps import AtomicSteps
 from .monitor.usercode import UserCode
@@ -260,6 +261,49 @@ def _rebuildable_kind(value) -> bool:
     if module == "queue" and getattr(value, "qsize", lambda: 1)() != 0:
         return False  # a queue with items in it holds state
     return any(module == m or module.startswith(m + ".") for m in _REBUILDABLE_MODULES)
+
+
+def explicit_commit_form(stmt: ast.stmt | None, pos) -> tuple[str | None, str] | None:
+    """How a ``dart.commit(...)`` call at source position ``pos`` is used, when a
+    resumed run can continue right after its statement: ``dart.commit()``,
+    ``dart.commit().wait()``, ``h = dart.commit()`` or ``cid = dart.commit().wait()``.
+    Returns (assigned name or None, "handle" | "id": what the name holds), or None
+    for any other use (the statement would do more after the commit than wait)."""
+    call = call_on_path(stmt, pos)
+    if call is None:
+        return None
+    target = None
+    if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+        target = stmt.targets[0].id
+    elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.simple and stmt.value:
+        target = stmt.target.id
+    elif not isinstance(stmt, ast.Expr):
+        return None
+    value = stmt.value
+    if value is call:
+        return target, "handle"
+    if (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and value.func.attr == "wait"
+            and value.func.value is call):
+        return target, "id"
+    return None
+
+
+class CommitResult:
+    """Saved in a commit as the variable ``h = dart.commit()`` is about to assign:
+    loaded back, it is what dart.commit() returned for that commit (its durable
+    handle, or its id for ``dart.commit().wait()``), since a run resumed from a
+    commit continues right after the statement that took it."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __reduce__(self):
+        return _commit_result, (self.kind,)
+
+
+def _commit_result(kind: str):
+    cid = loading_commit.get()
+    return cid if kind == "id" else restored_handle(0, cid)
 
 
 class Session:
@@ -530,7 +574,9 @@ class Session:
             state["blank"] = spot.blank
         return state
 
-    def _commit(self, spots: list[FrameSpot], message, resumable=True) -> CommitHandle | None:
+    def _commit(self, spots: list[FrameSpot], message, resumable=True, bind=None) -> CommitHandle | None:
+        """``bind``: (name, value) to save as a variable of the innermost frame, the
+        target of ``h = dart.commit()``, which a resumed run finds already assigned."""
         started = time.perf_counter()
         iterators: dict = {}
         frames = []
@@ -546,6 +592,11 @@ class Session:
             local_vars = {k: v for k, v in spot.frame.f_locals.items() if k not in hidden and not k.startswith("__dart_")}
             frame_locals.append((spot.qualname, local_vars))
         namespace = self.module.__dict__
+        if bind is not None:
+            if frame_locals:
+                frame_locals[-1][1][bind[0]] = bind[1]
+            else:
+                namespace = {**namespace, bind[0]: bind[1]}
         try:
             pods, keep, info = self.capturer.capture(namespace, iterators, frame_locals)
         except CaptureError as exc:
@@ -600,8 +651,10 @@ class Session:
 
     def commit_explicit(self, frame, message: str | None) -> CommitHandle:
         """``dart.commit()``: resumable right after the calling statement when it
-        is a plain ``dart.commit(...)`` statement in watched code. Refused inside a
-        transaction: a commit never holds the inside of an unfinished one."""
+        is one of the forms of :func:`explicit_commit_form` in watched code;
+        otherwise the state is still saved and a warning says why a re-run cannot
+        continue from there. Refused inside a transaction: a commit never holds
+        the inside of an unfinished one."""
         if rollback.is_open():
             where = f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "here"
             raise TransactionError(
@@ -610,11 +663,19 @@ class Session:
                 "dart.transaction(commit=True) to commit when it completes"
             )
         sites = self.monitor.watched.get(frame.f_code) if frame is not None else None
-        spots = None
-        if sites is not None:
+        spots, bind, why = None, None, None
+        if sites is None:
+            why = "it is not called from the main script or from a function of it that dart watches"
+        else:
             stmt = innermost_statement(sites.tree, frame.f_code, frame.f_lasti)
-            after = position_after(sites.root, stmt._dart_path) if isinstance(stmt, ast.Expr) else None
-            if after is not None and after[0] in ("before", "loop") and call_statement(stmt) is not None:
+            form = explicit_commit_form(stmt, position_at(frame.f_code, frame.f_lasti))
+            after = position_after(sites.root, stmt._dart_path) if form is not None else None
+            if form is None:
+                why = ("it is part of a larger expression; write it as a statement of its own: "
+                       "`dart.commit()`, `h = dart.commit()` or `dart.commit().wait()`")
+            elif after is None or after[0] not in ("before", "loop"):
+                why = "no statement follows it where a resumed run could continue"
+            else:
                 kind, path = after
                 around = sites.loops_at(frame.f_lasti)
                 depth = len(path) if kind == "loop" else len(path) - 1
@@ -622,13 +683,21 @@ class Session:
                 line = node_at(sites.root, path).lineno if path else frame.f_lineno
                 try:
                     spots = call_path(frame, FrameSpot(frame, sites, kind, path, line, loops), self.monitor.watched)
-                except NotContinuable:
-                    spots = None
+                except NotContinuable as exc:
+                    why = str(exc)
+                if spots is not None and form[0] is not None:
+                    bind = (form[0], CommitResult(form[1]))
         resumable = spots is not None
         if spots is None:
             # Not resumable from here, but the state is still saved (for dart.load).
-            spots = [FrameSpot(None, None, "explicit", (), frame.f_lineno if frame else 0, ())]
-        handle = self._commit(spots, message, resumable=resumable)
+            line = frame.f_lineno if frame else 0
+            self._warn_once(
+                ("explicit", frame.f_code if frame else None, line),
+                f"dart.commit() at {os.path.basename(frame.f_code.co_filename) if frame else '?'}:{line} saves "
+                f"only the main script's global variables and cannot be resumed from: {why}",
+            )
+            spots = [FrameSpot(None, None, "explicit", (), line, ())]
+        handle = self._commit(spots, message, resumable=resumable, bind=bind)
         if handle is None:
             raise CaptureError(
                 f"dart.commit() at {self.display_name}:{frame.f_lineno} could not capture the program's "
@@ -669,7 +738,7 @@ class Session:
         self.monitor.stop()
         dataloader.uninstall()
         try:
-            self.writer.close()
+            self.writer.close(settle=False)  # the run's end is recorded first, then the journal settled
         finally:
             try:
                 self.store.update_run(self.plan.run_id, ended=time.time(), commits=self.commits, **run_fields)
@@ -678,3 +747,8 @@ class Session:
                 if _problem(exc) not in self._store_problems:
                     _warn(f"the end of run {self.plan.run_id} could not be recorded in store "
                           f"{self.store.location}: {exc.message}")
+            try:
+                self.store.settle_journal(self.plan.run_id)
+            except StoreError as exc:
+                _warn(f"the last commits of run {self.plan.run_id} are durable only in its journal in store "
+                      f"{self.store.location} ({exc.message}); the next run of this command makes them durable in place")

@@ -11,6 +11,7 @@ import pickle
 import types
 import warnings
 from collections.abc import Mapping
+from contextvars import ContextVar
 
 from ..errors import CaptureError, DartWarning
 from . import pickler, pods
@@ -30,6 +31,11 @@ SKIPPED_GLOBALS = frozenset(
         "__dart_one__",
     }
 )
+
+
+#: The id of the commit whose pods are being unpickled (objects saved as "the
+#: result of this commit" read it, see session.CommitResult).
+loading_commit: ContextVar[str | None] = ContextVar("loading_commit", default=None)
 
 
 def _type_name(value) -> str:
@@ -244,7 +250,7 @@ def load_roots(store, record: dict, main_namespace: dict | None = None, state=No
             [store.get_object(oid) for oid in record.state["buffers"]],
             main_namespace,
         )
-    return _roots_from_pods(assemble(state.read(), main_namespace))
+    return _roots_from_pods(assemble(state.read(), main_namespace, commit=record.id))
 
 
 def frame_names(record) -> list[str]:
@@ -285,7 +291,7 @@ class SavedVariables(Mapping):
     def _load(self, key: str, label: str):
         if key not in self._values:
             try:
-                self._values.update(assemble(self._state.read([key], self._memos), self._namespace, self._memos))
+                self._values.update(assemble(self._state.read([key], self._memos), self._namespace, self._memos, self.commit))
             except CaptureError as exc:
                 if self._hint is None:
                     raise
@@ -361,12 +367,16 @@ class FrameVariables(Mapping):
         return f"<dart locals of {self.function}() in commit {self._owner.commit[:12]}: {', '.join(self._names)}>"
 
 
-def assemble(parts, main_namespace: dict | None = None, memos: dict | None = None) -> dict:
-    """pods.assemble, with loading errors said in dart's words."""
+def assemble(parts, main_namespace: dict | None = None, memos: dict | None = None, commit: str | None = None) -> dict:
+    """pods.assemble, with loading errors said in dart's words; ``commit``: the
+    id of the commit the parts belong to."""
+    token = loading_commit.set(commit)
     try:
         return pods.assemble(parts, main_namespace=main_namespace, memos=memos)
     except (pickle.UnpicklingError, AttributeError, ImportError, ModuleNotFoundError, EOFError) as exc:
         raise CaptureError(f"a saved object could not be loaded: {_reason(exc)}") from exc
+    finally:
+        loading_commit.reset(token)
 
 
 def restore(stream: bytes, buffers: list[bytes], main_namespace: dict | None = None) -> dict:

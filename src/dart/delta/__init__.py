@@ -115,7 +115,9 @@ class AdaptiveTracker:
     chunk is reported, for buffers that change almost everywhere at each commit, where a
     detection pass would only add to the copy and write faults would slow the program).
     After ``dense_streak`` commits in a row with at least ``dense_fraction`` of the
-    chunks changed it switches to "copy"; every ``reprobe`` commits in "copy" it hashes
+    chunks changed it switches to "copy" (by default one: a tensor that changed at its
+    first commit and again at the second, as a training step's do, is copied without
+    detection from the third on, with no longer learning phase); every ``reprobe`` commits in "copy" it hashes
     two commits in a row to measure again, doubling the wait (up to 64) while the buffer
     stays dense.
 
@@ -125,7 +127,7 @@ class AdaptiveTracker:
     """
 
     def __init__(self, nbytes: int, chunk_size: int = DEFAULT_CHUNK, *, dirty: bool | None = None,
-                 dense_fraction: float = 0.5, dense_streak: int = 3, reprobe: int = 8,
+                 dense_fraction: float = 0.5, dense_streak: int = 1, reprobe: int = 8,
                  min_dirty_bytes: int = 1 << 22):
         self.nbytes, self.chunk_size = nbytes, chunk_size
         self.dense_fraction, self.dense_streak = dense_fraction, dense_streak

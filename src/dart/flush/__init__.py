@@ -46,9 +46,11 @@ class CommitWriter:
         if locations:
             self.flusher.seed_pods(locations)
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout: float | None = None, settle: bool = True) -> None:
+        """Drain and stop; ``settle``: make journaled commits durable in place now
+        (a caller with more to record first may do it itself, Store.settle_journal)."""
         try:
-            self.flusher.close(timeout)
+            self.flusher.close(timeout, settle=settle)
         finally:
             self.stager.close()
 

@@ -11,6 +11,7 @@ the staging area bounds the memory held by packs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,18 @@ import xxhash
 
 from dart.errors import StoreError
 
-from ..store.layout import FORMAT, build_index
+from ..store.codec import PATCH_MAX, make_patch
+from ..store.layout import FORMAT, FORMAT_PATCHED, build_index
+
+#: Pod streams at least this long are written as a patch on their last version
+#: when that is smaller (a large object graph that changed a little).
+PATCH_MIN = 1 << 20
+#: At most this many patches on one whole version: a load applies all of them.
+PATCH_CHAIN = 8
+#: Commits whose new pods are at most this many bytes go to the run's journal
+#: (one fsync); the journal is made durable in place once it holds JOURNAL_SETTLE.
+JOURNAL_MAX = 1 << 20
+JOURNAL_SETTLE = 16 << 20
 from ..store.record import CommitRecord
 from .staging import StagedPack
 
@@ -112,6 +124,8 @@ class Flusher:
         self._parent = parent  # parent of the next record: the last good commit
         self._queue: deque = deque()  # StagedPack, or (StagedCommit, CommitHandle)
         self._pods: dict[str, tuple] = {}  # content hash -> (oid, offset, length), last commit
+        self._patches: dict[str, list] = {}  # content hash -> its patches, last commit
+        self._versions: dict[str, tuple] = {}  # pod name -> (stream, hash) of large pods, last commit
         self._pack_bytes = 0  # written for packs since the last commit record
         self._in_flight = 0  # submitted and not yet durable or failed
         self._seq = 0
@@ -171,8 +185,8 @@ class Flusher:
                     )
                 self._cond.wait(remaining)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Drain, then stop the thread. Idempotent."""
+    def close(self, timeout: float | None = None, settle: bool = True) -> None:
+        """Drain, then stop the thread; settle the run's journal unless told not to. Idempotent."""
         if self._thread.is_alive():
             self.drain(timeout)
         with self._cond:
@@ -180,6 +194,11 @@ class Flusher:
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+            try:
+                if settle and hasattr(self.store, "settle_journal"):
+                    self.store.settle_journal(self.run_id)
+            except StoreError as exc:
+                log.warning("dart: the last commits of run %s are durable only in its journal: %s", self.run_id, exc)
 
     def __enter__(self) -> Flusher:
         return self
@@ -247,67 +266,105 @@ class Flusher:
             pack.extents = []
             pack.release()
 
+    def _patch(self, name: str, stream: bytes) -> tuple[bytes | None, str | None]:
+        """(patch of ``stream`` on the last commit's version of pod ``name``, that
+        version's hash), or (None, None) when the stream is better written whole:
+        small, no earlier version, a long chain already, or a patch that is not
+        much smaller (all patches of a chain are read to rebuild the pod)."""
+        previous = self._versions.get(name)
+        if previous is None or not PATCH_MIN <= len(stream) <= PATCH_MAX:
+            return None, None
+        old, digest = previous
+        chain = self._patches.get(digest, [])
+        if digest not in self._pods or len(chain) >= PATCH_CHAIN:
+            return None, None
+        patch = make_patch(old, stream)
+        if sum(p[2] for p in chain) + len(patch) > len(stream) // 4:
+            return None, None
+        return patch, digest
+
     def _write(self, staged: StagedCommit, handle: CommitHandle) -> str:
         store = self.store
         written, self._pack_bytes = self._pack_bytes, 0
-        # pods: unchanged ones point where they already are, changed ones go in one object
+        # pods: unchanged ones point where they already are, changed ones go in one
+        # object; a large pod that changed a little goes as a patch on its last version
         parts, where, offset = [], {}, 0  # where: content hash -> [oid, offset, length]
+        patches: dict[str, list] = {}  # content hash -> [[oid, offset, length]] to apply
         digests = [xxhash.xxh3_128_hexdigest(stream) for _, stream, _, _ in staged.pods]
-        for (_, stream, _, _), digest in zip(staged.pods, digests):
-            if digest not in where:
-                known = self._pods.get(digest)
-                if known is None:
-                    known = [None, offset, len(stream)]
-                    parts.append(stream)
-                    offset += len(stream)
+        for (name, stream, _, _), digest in zip(staged.pods, digests):
+            if digest in where:
+                continue
+            known = self._pods.get(digest)
+            if known is not None:
                 where[digest] = list(known)
-        if parts:
-            oid, n = store.put_object(b"".join(parts))
+                if digest in self._patches:
+                    patches[digest] = [list(p) for p in self._patches[digest]]
+                continue
+            patch, previous = self._patch(name, stream)
+            if patch is not None:
+                where[digest] = list(self._pods[previous])
+                patches[digest] = [list(p) for p in self._patches.get(previous, ())] + [[None, offset, len(patch)]]
+                stream = patch
+            else:
+                where[digest] = [None, offset, len(stream)]
+            parts.append(stream)
+            offset += len(stream)
+        # A small commit goes to the run's journal: durable with one fsync (store/local.py).
+        small = offset <= JOURNAL_MAX and hasattr(store, "journaled") and not os.environ.get("DART_TEST_NO_JOURNAL")
+        with store.journaled(self.run_id) if small else contextlib.nullcontext():
+            if parts:
+                oid, n = store.put_object(b"".join(parts))
+                written += n
+                for place in [*where.values(), *(p for chain in patches.values() for p in chain)]:
+                    if place[0] is None:
+                        place[0] = oid
+            rows = [[name, *where[d], deps, bufs, d] for (name, _, deps, bufs), d in zip(staged.pods, digests)]
+            by_name = {name: patches[d] for (name, *_), d in zip(staged.pods, digests) if d in patches}
+            if getattr(store, "key", None) is not None:  # signed store: a MAC of every pickle (sign.py)
+                for row, (_, stream, _, _) in zip(rows, staged.pods):
+                    row.append(store.mac(stream))
+            buffers = []
+            for nbytes, extents in staged.buffers:
+                resolved = []
+                for start, length, pack, off, digest in extents:
+                    if pack.oid is None:
+                        raise StoreError(
+                            f"commit #{handle.seq} of run {self.run_id} needs bytes that could not be written "
+                            f"({pack.error or 'an earlier write failed'}); the next commit writes them again"
+                        ) from pack.error
+                    resolved.append([start, length, pack.oid, off, digest])
+                buffers.append((nbytes, resolved))
+            index, objects, n = build_index(rows, buffers, store.put_object, by_name)
             written += n
-            for place in where.values():
-                if place[0] is None:
-                    place[0] = oid
-        rows = [[name, *where[d], deps, bufs, d] for (name, _, deps, bufs), d in zip(staged.pods, digests)]
-        if getattr(store, "key", None) is not None:  # signed store: a MAC of every pickle (sign.py)
-            for row, (_, stream, _, _) in zip(rows, staged.pods):
-                row.append(store.mac(stream))
-        buffers = []
-        for nbytes, extents in staged.buffers:
-            resolved = []
-            for start, length, pack, off, digest in extents:
-                if pack.oid is None:
-                    raise StoreError(
-                        f"commit #{handle.seq} of run {self.run_id} needs bytes that could not be written "
-                        f"({pack.error or 'an earlier write failed'}); the next commit writes them again"
-                    ) from pack.error
-                resolved.append([start, length, pack.oid, off, digest])
-            buffers.append((nbytes, resolved))
-        index, objects, n = build_index(rows, buffers, store.put_object)
-        written += n
-        index_bytes = json.dumps(index, separators=(",", ":")).encode()
-        index_oid, n = store.put_object(index_bytes)
-        written += n
-        delay = os.environ.get("DART_TEST_FLUSH_DELAY")
-        if delay:
-            time.sleep(float(delay))
-        record = CommitRecord(
-            **{k: v for k, v in staged.meta.items() if k != "id"},
-            parent=self._parent,
-            run=self.run_id,
-            state=_state(store, index_oid, index_bytes, objects),
-            bytes_written=written,
-        )
-        cid = store.put_commit(record)
-        store.write_ref(self.ref, cid, expected=self.head)
+            index_bytes = json.dumps(index, separators=(",", ":")).encode()
+            index_oid, n = store.put_object(index_bytes)
+            written += n
+            delay = os.environ.get("DART_TEST_FLUSH_DELAY")
+            if delay:
+                time.sleep(float(delay))
+            record = CommitRecord(
+                **{k: v for k, v in staged.meta.items() if k != "id"},
+                parent=self._parent,
+                run=self.run_id,
+                state=_state(store, index_oid, index_bytes, objects, patched=bool(by_name)),
+                bytes_written=written,
+            )
+            cid = store.put_commit(record)
+            store.write_ref(self.ref, cid, expected=self.head)
+        if small and store.journal_size(self.run_id) > JOURNAL_SETTLE:
+            store.settle_journal(self.run_id)
         self._pods = {digest: tuple(place) for digest, place in where.items()}
+        self._patches = patches
+        self._versions = {name: (stream, d) for (name, stream, _, _), d in zip(staged.pods, digests)
+                          if PATCH_MIN <= len(stream) <= PATCH_MAX}
         handle.bytes_written = written
         with self._cond:
             self.bytes_written += written
         return cid
 
 
-def _state(store, index_oid: str, index_bytes: bytes, objects: list[str]) -> dict:
-    state = {"format": FORMAT, "index": index_oid, "objects": objects}
+def _state(store, index_oid: str, index_bytes: bytes, objects: list[str], patched: bool = False) -> dict:
+    state = {"format": FORMAT_PATCHED if patched else FORMAT, "index": index_oid, "objects": objects}
     if getattr(store, "key", None) is not None:
         state["index_mac"] = store.mac(index_bytes)
     return state

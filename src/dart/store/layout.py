@@ -15,7 +15,13 @@ them in a manifest object of its own (binary), so an unchanged sparse buffer's
 manifest is not written again. Extent data sit in packs: objects made of the
 changed chunks of one commit, raw or zstd as the store decided.
 
-Reading: a pack that is compressed, or of which most bytes are needed, is read
+A large pod that changed a little since the last commit is stored as a patch on
+its previous version (format 3): its row points at the whole version the chain
+starts from, and ``"patches": {name: [[obj, offset, length], ...]}`` lists the
+patches to apply in order (``codec.make_patch``, zstd with the previous version as
+dictionary); the rebuilt stream is checked against the row's hash.
+
+Reading: a pack that is compressed, or of which nearly all bytes are needed, is read
 whole and checked against its id; a buffer that is one whole extent of it is a
 slice of it (no copy). Otherwise each extent is read where it lies and checked
 against its own hash.
@@ -31,10 +37,18 @@ import xxhash
 
 from dart.errors import CorruptObjectError, StoreError
 
+from .codec import apply_patch
 from .sign import matches
 
 FORMAT = 2
+#: Format of a commit with patched pods (``"patches"`` in its index); a reader of
+#: format 2 alone would take a patched pod's base for the pod, so it must refuse.
+FORMAT_PATCHED = 3
+FORMATS = (FORMAT, FORMAT_PATCHED)
 INLINE_EXTENTS = 64  #: more extents than this go to a manifest object
+#: A raw object of which at least this share is needed is read whole (one read,
+#: one hash); below it, only the needed extents are read, each checked on its own.
+WHOLE_READ = 0.9
 _MANIFEST_MAGIC = b"DARTMF1\n"
 
 
@@ -68,7 +82,7 @@ class CommitState:
         self.legacy = "pickle" in state  # written by dart 0.1 (one stream, whole buffers)
         if self.legacy:
             return
-        if state.get("format") != FORMAT:
+        if state.get("format") not in FORMATS:
             raise StoreError(
                 f"commit {record.short} was written in state format {state.get('format')!r}, "
                 f"which this dart cannot read; use the dart version that wrote it"
@@ -83,6 +97,9 @@ class CommitState:
         self.index = _json_object(index_bytes, state["index"])
         self.objects = self.index["objects"]
         self.pods = {row[0]: row for row in self.index["pods"]}
+        #: pod name -> [[object number, offset, length], ...]: patches to apply, in
+        #: order, to the stream the row points at (codec.make_patch)
+        self.patches = self.index.get("patches", {})
         self.loaded_buffers: dict[int, memoryview] = {}  #: buffer number -> its bytes, once read
         self._plans: dict[int, tuple] = {}  # buffer number -> (nbytes, oids, extent table)
 
@@ -124,12 +141,28 @@ class CommitState:
                 blobs[obj] = self.store.get_object(self.objects[obj])
             out[name] = memoryview(blobs[obj])[offset : offset + length]
             row = self.pods[name]
+            if name in self.patches:
+                out[name] = self._patched(name, out[name], blobs, row[6])
             if self.key is not None and not matches(self.key, out[name], row[7] if len(row) > 7 else None):
                 raise CorruptObjectError(
                     f"saved object {name!r} of commit {self.record.short} does not match its signature "
                     "(DART_HMAC_KEY): it was tampered with; refusing to load it"
                 )
         return out
+
+    def _patched(self, name: str, stream, blobs: dict, digest: str) -> memoryview:
+        for obj, offset, length in self.patches[name]:
+            if obj not in blobs:
+                blobs[obj] = self.store.get_object(self.objects[obj])
+            stream = apply_patch(stream, memoryview(blobs[obj])[offset : offset + length],
+                                 f"saved object {name!r} of commit {self.record.short}")
+        if xxhash.xxh3_128_hexdigest(stream) != digest:
+            raise CorruptObjectError(
+                f"saved object {name!r} of commit {self.record.short} does not match its hash once its "
+                "patches are applied",
+                next_step="damaged",
+            )
+        return memoryview(stream)
 
     # ------------------------------------------------------------------ buffers
 
@@ -163,7 +196,9 @@ class CommitState:
         whole: dict[str, bytearray] = {}
         for oid, n in need.items():
             codec, length = self.store.object_header(oid)
-            if codec != 0 or oid in unhashed or 2 * n >= length or length <= 1 << 20:
+            # Read whole what cannot be read in part (compressed, or a piece with no
+            # hash of its own) and what is nearly all needed; else only the bytes needed.
+            if codec != 0 or oid in unhashed or n >= WHOLE_READ * length or length <= 1 << 20:
                 whole[oid] = self.store.read_object(oid)
         out = {}
         for number, (nbytes, oids, table) in plans.items():
@@ -195,7 +230,7 @@ class CommitState:
 
     def pod_locations(self) -> dict[str, tuple[str, int, int]]:
         """Content hash -> (object, offset, length) of this commit's pods."""
-        return {row[6]: (self.objects[row[1]], row[2], row[3]) for row in self.index["pods"]}
+        return {row[6]: (self.objects[row[1]], row[2], row[3]) for row in self.index["pods"] if row[0] not in self.patches}
 
 
 def _json_object(data: bytes, oid: str) -> dict:
@@ -208,10 +243,11 @@ def _json_object(data: bytes, oid: str) -> dict:
     return value
 
 
-def build_index(pods: list, buffers: list, put_object) -> tuple[dict, list[str], int]:
+def build_index(pods: list, buffers: list, put_object, patches: dict | None = None) -> tuple[dict, list[str], int]:
     """The index of a commit from resolved rows. ``pods``: [name, oid, offset,
     length, deps, bufs, content hash]; ``buffers``: [(nbytes, [[start, length, oid, offset,
-    hash]])]. Large extent lists go to manifest objects through ``put_object``.
+    hash]])]; ``patches``: pod name -> [[oid, offset, length]] to apply to the stream
+    its row points at. Large extent lists go to manifest objects through ``put_object``.
     Returns (index, every object the commit needs, bytes written for manifests)."""
     objects: list[str] = []
     numbers: dict[str, int] = {}
@@ -224,6 +260,7 @@ def build_index(pods: list, buffers: list, put_object) -> tuple[dict, list[str],
 
     pod_rows = [[name, number(oid), off, n, deps, bufs, digest, *signed]
                 for name, oid, off, n, deps, bufs, digest, *signed in pods]
+    patch_rows = {name: [[number(oid), off, n] for oid, off, n in chain] for name, chain in (patches or {}).items()}
     needed = set(objects)
     written = 0
     buffer_rows = []
@@ -239,7 +276,10 @@ def build_index(pods: list, buffers: list, put_object) -> tuple[dict, list[str],
         else:
             buffer_rows.append([nbytes, [[s, n, number(oid), off, h or 0] for s, n, oid, off, h in extents]])
     needed.update(objects)
-    return {"objects": objects, "pods": pod_rows, "buffers": buffer_rows}, sorted(needed), written
+    index = {"objects": objects, "pods": pod_rows, "buffers": buffer_rows}
+    if patch_rows:
+        index["patches"] = patch_rows
+    return index, sorted(needed), written
 
 
 def object_names(record: dict) -> list[str]:

@@ -8,11 +8,21 @@ Layout under the root (``.dart/`` by default)::
     refs/runs/<run_id>       newest durable commit id of a run
     runs/<run_id>.json       run metadata
     tmp/                     temporary files, renamed into place (same filesystem)
+    journal/<run_id>         small commits of a run not yet fsync'd in place (see below)
     locks/<name>.lock        lock files (lockf for run leases, flock for refs)
 
 Every write goes to a temporary file in ``tmp/`` that is fsync'd, renamed into place
 with ``os.replace`` and followed by an fsync of the destination directory (and of its
 parent when the directory was just created).
+
+A small commit (``put_journaled``) costs one fsync instead: its files and its
+ref move are put in place without fsync (readers see them at once; a killed
+process loses nothing, the page cache holds them), then appended as one entry to
+the run's journal, which is fdatasync'd: the commit is durable from then on. What
+a crash of the machine could still lose is put back from the journal by
+``settle_journal``, which the run's next lease holder calls before anything else,
+and the writer calls when it closes: it fsyncs every file the journal names, then
+drops the journal.
 """
 
 from __future__ import annotations
@@ -20,10 +30,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import json
 import secrets
 import struct
 from pathlib import Path
 from typing import BinaryIO
+
+import xxhash
 
 from dart.errors import StoreError
 
@@ -52,6 +65,23 @@ def crash_point(step: str) -> None:
     _crash_counts[step] = count = _crash_counts.get(step, 0) + 1
     if not nth or count == int(nth):
         os._exit(CRASH_EXIT_CODE)
+
+
+def _sync_filesystem(path: Path) -> bool:
+    """syncfs(2) on the filesystem of ``path``: every file written there is on disk
+    after one call (settling a journal of thousands of small commits costs one
+    sync, not one per file). False where it is not available."""
+    try:
+        import ctypes
+
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return syncfs(fd) == 0
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -92,6 +122,28 @@ class RunLock(Lease):
 
     def __del__(self) -> None:
         self.release()
+
+
+_JOURNAL_MAGIC = b"DARTJ1\n"
+
+
+def _journal_entries(data: bytes):
+    """(puts, refs) of each whole entry of a journal, up to the first that is
+    cut short or damaged (a crash during its append: never acknowledged)."""
+    at, head = 0, len(_JOURNAL_MAGIC) + 16
+    while at + head <= len(data) and data[at : at + len(_JOURNAL_MAGIC)] == _JOURNAL_MAGIC:
+        size, digest = struct.unpack_from("<QQ", data, at + len(_JOURNAL_MAGIC))
+        body = data[at + head : at + head + size]
+        if len(body) < size or xxhash.xxh3_64_intdigest(body) != digest:
+            return
+        (n,) = struct.unpack_from("<I", body)
+        info = json.loads(body[4 : 4 + n])
+        offset, puts = 4 + n, []
+        for key, length in info["puts"]:
+            puts.append((key, body[offset : offset + length]))
+            offset += length
+        yield puts, [tuple(r) for r in info["refs"]]
+        at += head + size
 
 
 class _FileLock:
@@ -326,6 +378,136 @@ class LocalBackend(Backend):
             raise StoreError(f"cannot delete {self.path(key)}: {exc.strerror or exc}") from exc
 
     # ------------------------------------------------------------------ refs
+
+    # ------------------------------------------------------------------ journal
+
+    def _journal_path(self, run_id: str) -> Path:
+        return self.path(f"journal/{run_id}")
+
+    def put_journaled(self, run_id: str, puts: list[tuple[str, bytes]], refs: list[tuple[str, str | None, str]]):
+        """Write ``puts`` (content-addressed keys: objects, commit records: never
+        rewritten with other bytes) and move each ref (name, expected, new) by
+        compare-and-swap, durable with one fdatasync of the run's journal. Returns
+        None, or the current value of a ref that did not match (nothing written)."""
+        header = json.dumps({"puts": [[k, len(d)] for k, d in puts], "refs": refs}).encode()
+        body = struct.pack("<I", len(header)) + header + b"".join(bytes(d) for _, d in puts)
+        entry = _JOURNAL_MAGIC + struct.pack("<QQ", len(body), xxhash.xxh3_64_intdigest(body)) + body
+        path = self._journal_path(run_id)
+        with _FileLock(self.root / "locks" / "refs.lock", self.file_mode):
+            for name, expected, _ in refs:
+                current = self.read_ref(name)
+                if current != expected:
+                    return current
+            # In place first (page cache: what readers and a killed process's
+            # successor see), then durable: the journal entry, one fdatasync.
+            for key, data in puts:
+                if not self.exists(key):
+                    self.place(key, data)
+            for name, _, new_value in refs:
+                self.place(f"refs/{name}", new_value.encode() + b"\n")
+            try:
+                if not path.parent.is_dir():
+                    path.parent.mkdir(mode=self.dir_mode, exist_ok=True)
+                    _fsync_dir(self.root)
+                new = not path.exists()
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.file_mode)
+                try:
+                    view = memoryview(entry)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+                if new:
+                    _fsync_dir(path.parent)
+            except OSError as exc:
+                hint = "free some disk space" if exc.errno == errno.ENOSPC else "check the store's permissions and free space"
+                raise StoreError(f"cannot write {path} in store {self.root}: {exc.strerror or exc}; {hint}") from exc
+            crash_point("journal")
+        return None
+
+    def place(self, key: str, data, durable: bool = False) -> None:
+        """Put ``data`` at ``key`` by rename; fsync'd (file, directory) only if ``durable``."""
+        dest = self.path(key)
+        tmp = self.root / "tmp" / f"{dest.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True, mode=self.dir_mode)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
+            try:
+                os.write(fd, data)
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {dest} in store {self.root}: {exc.strerror or exc}") from exc
+
+    def journal_size(self, run_id: str) -> int:
+        try:
+            return self._journal_path(run_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def settle_journal(self, run_id: str) -> None:
+        """Make what the journal of ``run_id`` holds durable in place (files missing
+        or empty are written again; one with other bytes is damage and is left to
+        be reported; refs whose move was lost are moved
+        again, in order; a ref left naming a commit that was never journaled and
+        whose record is lost goes back to the newest journaled one), then drop the
+        journal. An entry cut short by a crash was never acknowledged: it is
+        ignored. Call with the run's lease held."""
+        path = self._journal_path(run_id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}; fix its permissions") from exc
+        dirs, placed = set(), []
+        with _FileLock(self.root / "locks" / "refs.lock", self.file_mode):
+            for puts, refs in _journal_entries(data):
+                for key, value in puts:
+                    dest = self.path(key)
+                    try:
+                        # Put by rename: whole or absent (or empty). A file there with
+                        # other bytes is damage, left for the checks that report it.
+                        lost = dest.stat().st_size == 0
+                    except FileNotFoundError:
+                        lost = True
+                    if lost:
+                        self.place(key, value)
+                    placed.append(dest)
+                    dirs.add(dest.parent)
+            synced = _sync_filesystem(self.root)
+            if not synced:
+                for dest in placed:
+                    fd = os.open(dest, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            moves: dict[str, list] = {}
+            for _, refs in _journal_entries(data):
+                for name, expected, new in refs:
+                    moves.setdefault(name, []).append((expected, new))
+            for name, steps in moves.items():
+                # The ref as the journal leaves it: moves lost with the page cache
+                # made again; a ref that names a commit whose record was lost (put
+                # in place, never journaled) goes back to the newest journaled one.
+                current = self.read_ref(name)
+                for expected, new in steps:
+                    if current == expected:
+                        current = new
+                if current is None or not self.exists(f"commits/{current}.json"):
+                    current = steps[-1][1]
+                self.place(f"refs/{name}", current.encode() + b"\n", durable=True)
+                _fsync_dir(self._ref_path(name).parent)
+            for folder in [] if synced else sorted(dirs):
+                _fsync_dir(folder)
+            path.unlink()
+            _fsync_dir(path.parent)
 
     def _ref_path(self, name: str) -> Path:
         return self.path(f"refs/{name}")
