@@ -118,7 +118,7 @@ def test_two_scripts_share_one_store(tmp_path, reference_outputs):
     assert "resuming" not in b_killed.stderr, b_killed.describe()
     # B resumes its own run, A is untouched by it ...
     b_resumed = run(b_cmd, tmp_path)
-    assert f"resuming run" in b_resumed.stderr
+    assert "resuming run" in b_resumed.stderr
     assert "counter_while" not in b_resumed.stderr
     k = b_killed.lines
     assert any(k[:m] + b_resumed.lines == b_reference for m in range(len(k) + 1)), b_resumed.describe()

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from dart.errors import StoreError
-from dart.store import LeaseHeld, Store, open_store
+from dart.store import LeaseHeld, open_store
 from dart.store.contract import StoreContract, _record
 
 from s3server import s3_server  # noqa: F401 - the fixture

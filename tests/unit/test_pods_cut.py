@@ -74,7 +74,6 @@ def test_fast_cut_equals_the_reference_cut(monkeypatch, oracle_min, roots):
     slow, keep_slow = cut(roots, fast=False)
     assert _shape(fast) == _shape(slow)
     values = assemble([(p.name, p.stream, [bytearray(b.raw()) for b in p.buffers]) for p in fast])
-    original = dict(roots)
     # identity across roots: every place that held one object gets one object back
     places = {}
     for name, value in roots:

@@ -4,7 +4,6 @@ a local store is the same run too."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from dart.session import run_key
 

@@ -114,14 +114,6 @@ def call_position(call: ast.Call, stmt: ast.stmt) -> list[int]:
     return [call.lineno - stmt.lineno, call.end_lineno - stmt.lineno, call.col_offset, call.end_col_offset]
 
 
-def call_statement(stmt: ast.stmt | None) -> ast.Call | None:
-    """The call of a plain ``f(...)`` statement (how dart.commit() is called)."""
-    value = getattr(stmt, "value", None) if isinstance(stmt, ast.Expr) else None
-    if not isinstance(value, ast.Call):
-        return None
-    return call_on_path(stmt, (value.lineno, value.end_lineno, value.col_offset, value.end_col_offset))
-
-
 def _wraps(frame: FrameType, callee: CodeType) -> bool:
     """Does library ``frame`` hold the function it called in a variable (a
     decorator wrapper), rather than reach it through an object (a framework)?"""

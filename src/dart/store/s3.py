@@ -40,7 +40,6 @@ Endpoint and credentials: the usual AWS variables (``AWS_ACCESS_KEY_ID``,
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import secrets
