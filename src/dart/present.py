@@ -91,3 +91,37 @@ def report_exception(exc: BaseException) -> None:
     if tb is not None:
         exc = exc.with_traceback(tb)
     sys.excepthook(type(exc), exc, tb)
+
+
+class progress_on_terminal:
+    """``with progress_on_terminal("loading") as tick: tick(done, total)``: a
+    transient progress bar on stderr when it is a terminal and the work is big
+    enough to be worth one (``total >= least``), nothing otherwise. It starts at
+    the first such tick and never takes over stdout (the program's own output,
+    e.g. a resumed script's imports printing, stays where it goes)."""
+
+    def __init__(self, what: str, least: int = 0):
+        self.what = what
+        self.least = least
+        self.bar = None
+        self._task = None
+
+    def __enter__(self):
+        return self._tick if sys.stderr.isatty() else None
+
+    def _tick(self, done, total) -> None:
+        if self.bar is None:
+            if total is None or total < self.least:
+                return
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(console=Console(stderr=True), transient=True, redirect_stdout=False,
+                                redirect_stderr=False)
+            self._task = self.bar.add_task(self.what, total=total)
+            self.bar.start()
+        self.bar.update(self._task, completed=done, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()

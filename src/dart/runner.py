@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .config import Options
 from .errors import CommitFailedError, DartError, ScriptError
-from .present import report_error, report_exception, user_traceback
+from .present import progress_on_terminal, report_error, report_exception, user_traceback
 from .session import Session, plan_run
 
 _active: Session | None = None
@@ -88,7 +88,9 @@ def _execute(session: Session, code, module: types.ModuleType) -> int:
 def _start(session: Session) -> tuple:
     """The code to run: the whole script, or its continuation from the commit."""
     if session.plan.resume_from is not None:
-        code, tree = session.prepare_resume()
+        # A bar on a terminal while a big commit (64 MiB or more of buffers) is read.
+        with progress_on_terminal(f"dart: loading commit {session.plan.resume_from.short}", least=64 << 20) as tick:
+            code, tree = session.prepare_resume(progress=tick)
     else:
         tree = session.tree
         code = compile(tree, str(session.script), "exec")

@@ -339,7 +339,7 @@ class Session:
         self.steps: AtomicSteps | None = None  # --atomic-steps
 
     # -- starting ---------------------------------------------------------------
-    def prepare_resume(self) -> tuple[types.CodeType, ast.Module]:
+    def prepare_resume(self, progress=None) -> tuple[types.CodeType, ast.Module]:
         """Plan the resume from the run's commit (``dart.resume.restore``), apply
         the plan, and return the continuation's code (and AST) to execute."""
         program = Program(self.module, self.script, self.tree, self.source_hash, self.plan.run_id)
@@ -352,7 +352,7 @@ class Session:
         check_environment(self.plan.resume_from, "resume from", self.store, warn=False)
         for record in candidates:
             try:
-                plan = plan_resume(program, record, self.store)
+                plan = plan_resume(program, record, self.store, progress)
             except ResumeError as exc:
                 # Damage or a variable that cannot be rebuilt: an older commit may do.
                 # A changed script: it would not, and is the user's to decide.

@@ -7,6 +7,8 @@ import json
 import sys
 import time
 
+from ..present import progress_on_terminal  # noqa: F401  (the commands' progress bar)
+
 
 def console():
     from rich.console import Console
@@ -40,27 +42,3 @@ def size(n: int | float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
-
-
-class progress_on_terminal:
-    """``with progress_on_terminal("loading") as tick: tick(done, total)``: a
-    transient progress bar on stderr when it is a terminal, nothing otherwise."""
-
-    def __init__(self, what: str):
-        self.what = what
-        self.bar = None
-
-    def __enter__(self):
-        if not sys.stderr.isatty():
-            return None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self.bar = Progress(console=Console(stderr=True), transient=True)
-        task = self.bar.add_task(self.what, total=None)
-        self.bar.start()
-        return lambda done, total: self.bar.update(task, completed=done, total=total)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()

@@ -119,8 +119,9 @@ def _resolve_function(namespace: dict, qualname: str, route: str | None = None):
     return obj
 
 
-def plan_resume(program: Program, record: CommitRecord, store) -> ResumePlan:
-    """Run the prologue, load the state and return what to do (see ResumePlan)."""
+def plan_resume(program: Program, record: CommitRecord, store, progress=None) -> ResumePlan:
+    """Run the prologue, load the state and return what to do (see ResumePlan).
+    ``progress(bytes read, bytes to read)`` is told as big buffers are read."""
     position = copy.deepcopy(record.position)
     filename = str(program.script)
     namespace = program.module.__dict__
@@ -157,6 +158,7 @@ def plan_resume(program: Program, record: CommitRecord, store) -> ResumePlan:
         ) from exc
     try:
         state = CommitState(store, record)
+        state.progress = progress
         roots = load_roots(store, record, main_namespace=namespace, state=state)
     except (CaptureError, StoreError) as exc:
         raise ResumeError(

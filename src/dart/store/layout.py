@@ -102,6 +102,8 @@ class CommitState:
         self.patches = self.index.get("patches", {})
         self.loaded_buffers: dict[int, memoryview] = {}  #: buffer number -> its bytes, once read
         self._plans: dict[int, tuple] = {}  # buffer number -> (nbytes, oids, extent table)
+        #: progress(bytes read, bytes to read) while buffers are read, or None
+        self.progress = None
 
     @property
     def names(self) -> list[str]:
@@ -194,12 +196,21 @@ class CommitState:
                 if not digest:
                     unhashed.add(oids[obj])
         whole: dict[str, bytearray] = {}
+        total, done = sum(need.values()), 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            if self.progress is not None:
+                self.progress(done, total)
+
         for oid, n in need.items():
             codec, length = self.store.object_header(oid)
             # Read whole what cannot be read in part (compressed, or a piece with no
             # hash of its own) and what is nearly all needed; else only the bytes needed.
             if codec != 0 or oid in unhashed or n >= WHOLE_READ * length or length <= 1 << 20:
                 whole[oid] = self.store.read_object(oid)
+                advance(n)
         out = {}
         for number, (nbytes, oids, table) in plans.items():
             if len(table) == 1 and oids[table[0][2]] in whole:
@@ -219,6 +230,7 @@ class CommitState:
                             f"bytes {offset}..{offset + length} of object {oid} failed their checksum",
                             next_step="damaged",
                         )
+                    advance(length)
             out[number] = view
         self.loaded_buffers.update(out)
         return out
