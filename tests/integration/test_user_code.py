@@ -4,6 +4,8 @@ training loop; killed runs resume inside it, also after the module was edited.""
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 
 import pytest
 from dart.store import open_store
@@ -91,20 +93,26 @@ def test_a_changed_saved_loop_is_named_and_fresh_suggested(project):
     folder, _ = project
     cmd = dart_cmd(folder / "main.py", store=folder / ".dart", every="0")
 
-    def inside_the_inner_loop(lines) -> bool:
-        # The newest durable commit is in the loop the edit below changes (a
-        # commit at the end of an epoch, in the outer loop, would still resume).
-        # The two newest records: the newest may not be durable yet, the one
-        # before it is (under --every 0 the program waits for each commit).
-        if len(lines) < 2:
-            return False
+    def inside_the_inner_loop() -> bool:
+        # The two newest records are (the newest may not be durable yet, the one
+        # before it is: under --every 0 the program waits for each commit), and
+        # early enough in the inner loop that its end (an outer commit) is 60+ ms off.
         try:
             newest = open_store(folder / ".dart", create=False).log()[:2]
-        except Exception:  # the store is being written: look again
+        except Exception:  # not created yet, or being written: look again
             return False
-        return len(newest) == 2 and all("for@12" in record.where for record in newest)
+        inside = len(newest) == 2 and all("for@12" in record.where for record in newest)
+        return inside and any(f"for@12[step={k}]" in newest[0].where for k in (1, 2))
 
-    run_and_kill(cmd, folder, predicate=inside_the_inner_loop)
+    child = subprocess.Popen([str(c) for c in cmd], cwd=folder, env=child_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while child.poll() is None and not inside_the_inner_loop() and time.monotonic() < deadline:
+        time.sleep(0.003)
+    landed = child.poll() is None
+    child.kill()
+    child.wait()
+    assert landed, "the run ended before a commit inside the inner loop was seen"
     (folder / "trainer.py").write_text(TRAINER.replace("range(self.steps)", "range(self.steps + 1)"))
     resumed = run(cmd, folder)
     assert resumed.returncode == 2, resumed.describe()
