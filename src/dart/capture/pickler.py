@@ -246,6 +246,10 @@ class StatePickler(pickle.Pickler):
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
         self._main = main_module
         self._storages: dict[tuple, _Storage] = {}
+        # Looked up once per pickler, not per object (reducer_override runs for every object).
+        self._torch = sys.modules.get("torch")
+        loaders = sys.modules.get(dataloader.MODULE)
+        self._loader_types = (loaders._BaseDataLoaderIter, loaders.DataLoader) if loaders is not None else ()
 
     def _reduce_tensor(self, tensor, torch):
         """Plain CPU and CUDA tensors and parameters at the storage level (CUDA
@@ -367,7 +371,7 @@ class StatePickler(pickle.Pickler):
             state = _file_state(obj)
             if state is not None:
                 return _reopen, state
-        torch = sys.modules.get("torch")
+        torch = self._torch
         if torch is not None:
             if isinstance(obj, torch.Tensor):
                 return self._reduce_tensor(obj, torch)
@@ -375,12 +379,10 @@ class StatePickler(pickle.Pickler):
                 # Its __getstate__ keeps three fields; an optimizer's own (LBFGS's
                 # _params, a subclass's counters) would be lost.
                 return copyreg.__newobj__, (type(obj),), dict(obj.__dict__)
-            loaders = sys.modules.get(dataloader.MODULE)
-            if loaders is not None:
-                if isinstance(obj, loaders._BaseDataLoaderIter):
+            if self._loader_types and isinstance(obj, self._loader_types):
+                if isinstance(obj, self._loader_types[0]):
                     return dataloader.reduce_iterator(obj)
-                if isinstance(obj, loaders.DataLoader):
-                    return dataloader.reduce_loader(obj)
+                return dataloader.reduce_loader(obj)
         numpy = sys.modules.get("numpy")
         if numpy is not None and type(obj) is numpy.ndarray and obj.base is not None:
             root = _root_array(obj)
