@@ -50,7 +50,7 @@ from typing import BinaryIO
 
 from dart.errors import StoreError
 
-from .backend import Backend, Lease, LeaseHeld, Missing
+from .backend import Backend, Lease, LeaseHeld, Missing, PlainLease
 from .local import crash_point
 
 #: Objects bigger than this go up as a multipart upload, PART_SIZE bytes a part
@@ -126,25 +126,15 @@ class _Pieces:
         return b"".join(out)
 
 
-class S3Lease(Lease):
+class S3Lease(PlainLease):
     """A run lease held in ``leases/<run>.json``, renewed by the backend's renewer thread."""
 
     def __init__(self, backend: S3Backend, run_id: str, etag: str, body: dict) -> None:
+        super().__init__(run_id, on_release=lambda: backend._release(self))
         self.backend = backend
-        self.run_id = run_id
         self.etag = etag
         self.body = body
-        self._held = True
         self.lost: str | None = None  #: why the lease was lost while held (renewal refused), or None
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self.backend._release(self)
 
 
 class S3Backend(Backend):
