@@ -121,3 +121,26 @@ def test_an_oracle_pod_shares_with_earlier_and_later_pods():
     values = assemble([(p.name, p.stream, []) for p in pods])
     assert values["g:big"]["first"] is values["g:a"]
     assert values["g:z"][0] is values["g:big"]["last"] and values["g:z"][1] is values["g:big"]["k7"]
+
+
+def test_a_fresh_root_asks_no_earlier_pod(monkeypatch):
+    """The random states are made by the capture: asking a large earlier pod about
+    them would copy its memo for nothing. A commit's cut names them fresh, and the
+    result is still the reference cut's."""
+    import numpy as np
+
+    from dart.capture import FRESH_ROOTS, capture_hidden
+    from dart.capture import pods as module
+
+    monkeypatch.setattr(module, "ORACLE_MIN", 1 << 16)
+    asked = []
+    real = module._MemoOracle.index_of
+    monkeypatch.setattr(module._MemoOracle, "index_of", lambda self, obj: asked.append(obj) or real(self, obj))
+    big = {f"k{i}": [i, str(i)] for i in range(20000)}
+    roots = [("g:big", big), ("g:arr", np.arange(4)), ("hidden", capture_hidden())]
+    pods, _ = cut(roots, fresh=FRESH_ROOTS)
+    assert not any(obj is roots[2][1] for obj in asked)
+    assert _shape(pods) == _shape(cut(roots, fast=False)[0])
+    asked.clear()
+    cut(roots)  # without the hint the hidden pod's dict is looked up
+    assert any(obj is roots[2][1] for obj in asked)

@@ -97,7 +97,7 @@ class Capturer:
             return pod_roots(program, iterators, frames, hidden)
 
         try:
-            cut, keep = pods.cut(roots(), main_module=self.main)
+            cut, keep = pods.cut(roots(), main_module=self.main, fresh=FRESH_ROOTS)
         except Exception:
             self._diagnose(program, iterators, frame_locals, frames)
             try:
@@ -181,6 +181,10 @@ class UnsavableIterator(CaptureError):
     def __init__(self, problems: dict[str, str]):
         super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
         self.problems = problems
+
+
+#: Roots whose objects the capture itself makes (no variable of the program holds them).
+FRESH_ROOTS = frozenset({"frames", "hidden"})
 
 
 def pod_roots(program: dict, iterators: dict, frames: list[dict], hidden) -> list[tuple[str, object]]:

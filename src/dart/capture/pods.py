@@ -80,7 +80,8 @@ class _PodPickler(_PlainPodPickler):
         return ref
 
 
-def cut(roots: list[tuple[str, object]], main_module=None, fast: bool = True) -> tuple[list[Pod], list]:
+def cut(roots: list[tuple[str, object]], main_module=None, fast: bool = True,
+        fresh: frozenset[str] = frozenset()) -> tuple[list[Pod], list]:
     """Pickle each (name, value) of ``roots`` as one pod, in order. Returns the pods
     and a keep-alive list the caller must hold until it has copied the buffers (the
     picklers' memos own temporaries whose ids the sharing table relies on).
@@ -90,17 +91,20 @@ def cut(roots: list[tuple[str, object]], main_module=None, fast: bool = True) ->
     it pickled again with references to those pods. The result is the same either
     way (a callback that finds nothing writes nothing), and a large pod of its own
     objects costs about one ``pickle.dumps`` and a copy of its memo. ``fast=False``
-    looks every object up from the start (the reference the tests compare with)."""
+    looks every object up from the start (the reference the tests compare with).
+    ``fresh`` names roots made at capture time (the random states): no earlier pod
+    can hold their objects, so they are not looked up (asking a large pod costs a
+    copy of its memo)."""
     collecting = gc.isenabled()
     gc.disable()  # the memo copies allocate a tuple per object: no collections over them meanwhile
     try:
-        return _cut(roots, main_module, fast)
+        return _cut(roots, main_module, fast, fresh)
     finally:
         if collecting:
             gc.enable()
 
 
-def _cut(roots, main_module, fast: bool) -> tuple[list[Pod], list]:
+def _cut(roots, main_module, fast: bool, fresh: frozenset[str]) -> tuple[list[Pod], list]:
     storages: dict = {}
     keep = []
     owners: list[tuple[str, object]] = []  # (pod name, memo copy or _MemoOracle) of each pod so far
@@ -108,7 +112,10 @@ def _cut(roots, main_module, fast: bool) -> tuple[list[Pod], list]:
     for name, value in roots:
         buffers: list[pickle.PickleBuffer] = []
         stream, held, deps = _dump(value, buffers, main_module, None, storages, fast)
-        shared = _held_before(held, owners) if fast else _all_held(owners)
+        if not fast:
+            shared = _all_held(owners)
+        else:
+            shared = {} if name in fresh else _held_before(held, owners)
         if shared or not fast:
             buffers.clear()
             keep.append(held)  # its temporaries stay alive: their ids stay unique
