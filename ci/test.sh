@@ -14,26 +14,55 @@ t=$(now)
 bash ci/setup.sh "${pythons[@]}" || { echo "ci/test.sh: setup failed" >&2; exit 1; }
 setup_time=$(took "$t")
 
-summary=()
-failed=0
+# The two Pythons' suites run at the same time, each with its own pytest
+# temporary folder and log, printed when it ends: much of a test's time is
+# spent waiting on child processes (start-up, kills, commits becoming durable),
+# so on two cores both take less than one after the other (see README). DART_TEST_SERIAL=1 runs
+# them one after the other, streaming the output.
 # The resume corpus's kill chains under a time interval exercise the same code
 # paths as its --every 0 chains on every Python; they run on the first Python
 # only, to keep the whole run short (DART_TEST_ALL=1 runs them on both).
 only_first=(-k "not test_kill_and_resume_time_interval")
-for v in "${pythons[@]}"; do
-    extra=()
+logs=$(mktemp -d)
+run_suite() {  # $1: Python version; the rest: pytest arguments
+    local v=$1 extra=()
+    shift
     if [ "$v" != "${pythons[0]}" ] && [ -z "${DART_TEST_ALL:-}" ]; then extra=("${only_first[@]}"); fi
     echo "==> [.venv-$v] python -m pytest tests -q${extra[*]:+ ${extra[*]}}${*:+ $*}"
-    t=$(now)
-    ".venv-$v/bin/python" -m pytest tests -q "${extra[@]}" "$@"
-    rc=$?
+    local t=$(now)
+    ".venv-$v/bin/python" -m pytest tests -q --basetemp="$logs/tmp-$v" "${extra[@]}" "$@"
+    echo $? >"$logs/rc-$v"
+    took "$t" >"$logs/took-$v"
+}
+if [ -n "${DART_TEST_SERIAL:-}" ]; then
+    for v in "${pythons[@]}"; do run_suite "$v" "$@"; done
+else
+    for v in "${pythons[@]}"; do run_suite "$v" "$@" >"$logs/log-$v" 2>&1 & done
+    printed=()
+    while [ ${#printed[@]} -lt ${#pythons[@]} ]; do  # print each log as its suite ends
+        for v in "${pythons[@]}"; do
+            if [ -f "$logs/took-$v" ] && [[ " ${printed[*]} " != *" $v "* ]]; then
+                cat "$logs/log-$v"
+                printed+=("$v")
+            fi
+        done
+        sleep 2
+    done
+    wait
+fi
+
+summary=()
+failed=0
+for v in "${pythons[@]}"; do
+    rc=$(cat "$logs/rc-$v" 2>/dev/null || echo 1)
     case $rc in
         0) result="passed" ;;
         5) result="FAILED (exit 5: no tests were collected)"; failed=1 ;;
         *) result="FAILED (pytest exit $rc)"; failed=1 ;;
     esac
-    summary+=("Python $v: $result in $(took "$t")")
+    summary+=("Python $v: $result in $(cat "$logs/took-$v" 2>/dev/null || echo "?")")
 done
+rm -rf "$logs"
 
 echo
 echo "==> summary (setup $setup_time, total $(took "$start"))"
