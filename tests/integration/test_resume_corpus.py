@@ -114,6 +114,10 @@ CASES = [
     Case("lbfgs_closure", "lbfgs_closure.py", interval_kills=5, uses_torch=True),
     Case("local_class", "local_class.py", interval_kills=5),
     Case("nested_calls", "nested_calls.py", interval_kills=5),
+    # Learning-rate schedulers: each wraps optimizer.step in a function holding a
+    # weak reference to the optimizer.
+    *(Case(f"lr_{kind}", "lr_schedulers.py", (kind,), uses_torch=True)
+      for kind in ("warmup_cosine", "onecycle", "lambda", "plateau")),
 ]
 BY_ID = {case.id: case for case in CASES}
 

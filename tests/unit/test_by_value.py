@@ -136,3 +136,39 @@ def test_placeholders_replace_the_arguments_of_the_call_on_the_path_only():
     edited = ast.parse("out = log(self.other(self.body(x)))").body[0]
     with pytest.raises(ResumeError, match="edited"):
         blank_arguments(edited, position)
+
+
+class Box:
+    def total(self):
+        return 41
+
+
+def test_a_wraps_wrapper_and_its_weak_reference_round_trip():
+    """A library's functools.wraps wrapper (made in a function, its __qualname__
+    copied from the function it wraps, a weak reference in its closure), as an LR
+    scheduler puts on optimizer.step: saved by value, the weak reference to an
+    object the state holds still alive after loading, a dead one dead."""
+    import functools
+    import weakref
+
+    from dart.capture import pickler
+
+    def wrap(box):
+        box_ref = weakref.ref(box)
+        func = Box.total
+
+        @functools.wraps(func)
+        def wrapper():
+            return func(box_ref()) + 1
+
+        return wrapper
+
+    box = Box()
+    box.total_plus = wrap(box)
+    gone = weakref.ref(Box())
+    data, buffers = pickler.dumps({"box": box, "gone": gone})
+    state = pickler.loads(data, buffers)
+    assert state["box"].total_plus() == 42
+    assert state["box"].total_plus.__qualname__ == Box.total.__qualname__
+    assert state["box"].total_plus.__closure__[0].cell_contents() is state["box"]
+    assert state["gone"]() is None

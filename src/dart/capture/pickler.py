@@ -29,6 +29,7 @@ import os
 import pickle
 import sys
 import types
+import weakref
 
 from . import dataloader
 
@@ -148,17 +149,22 @@ def _rebuild_tensor(storage, offset, size, stride, dtype, requires_grad, paramet
     return tensor
 
 
-def _make_function(code_bytes, module_name, name, qualname, defaults, kwdefaults, cells, attributes):
+def _make_function(code_bytes, module_name, name, qualname, defaults, kwdefaults, cells, attributes,
+                   globals_module: str | None = None):
+    """``globals_module``: the module whose globals the code uses, when its
+    ``__module__`` names another (copied by ``functools.wraps``)."""
     import marshal
 
-    module = sys.modules.get(module_name)
-    if module is None and module_name != "__main__":
+    home = globals_module or module_name
+    module = sys.modules.get(home)
+    if module is None and home != "__main__":
         try:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(home)
         except ImportError:
             module = None
-    namespace = module.__dict__ if module is not None else {"__name__": module_name}
+    namespace = module.__dict__ if module is not None else {"__name__": home}
     function = types.FunctionType(marshal.loads(code_bytes), namespace, name, defaults, cells)
+    function.__module__ = module_name
     function.__qualname__ = qualname
     function.__kwdefaults__ = kwdefaults
     function.__dict__.update(attributes)
@@ -212,6 +218,15 @@ def _top_level_definitions(path) -> frozenset | None:
 
 
 _user_modules: dict[tuple, bool] = {}
+
+
+def _dead_reference():
+    """A weak reference whose object is gone (as the saved one's was)."""
+    return weakref.ref(_Gone())
+
+
+class _Gone:
+    pass
 
 
 def _empty_cell():
@@ -298,17 +313,30 @@ class StatePickler(pickle.Pickler):
         """Must this function or class of the user's code be saved by value? Yes
         unless a top-level ``def``/``class`` of its module defines it, which is
         what resume runs again before loading: a closure, a lambda, or one
-        defined in a loop body, a branch or a function is not found by name then."""
+        defined in a loop body, a branch or a function is not found by name then.
+        A function its name does not lead back to (a ``functools.wraps`` wrapper,
+        such as the one an LR scheduler puts on ``optimizer.step``) is saved by
+        value too: by name, pickle would refuse it."""
         qualname = obj.__qualname__
-        if isinstance(obj, types.FunctionType) and ("<locals>" in qualname or "<lambda>" in qualname):
+        function = isinstance(obj, types.FunctionType)
+        if function and ("<locals>" in qualname or "<lambda>" in qualname):
             return True  # library ones too: argparse keeps a local function in every parser
         if not self._user_module(obj.__module__ or ""):
-            return False
+            return function and not self._found_by_name(obj)
         if "<locals>" in qualname or "<lambda>" in qualname:
             return True
         module = self._main if obj.__module__ == "__main__" else sys.modules.get(obj.__module__)
         names = _top_level_definitions(getattr(module, "__file__", None))
-        return names is not None and qualname.split(".", 1)[0] not in names
+        if names is not None and qualname.split(".", 1)[0] not in names:
+            return True
+        return function and not self._found_by_name(obj)
+
+    def _found_by_name(self, function) -> bool:
+        module = self._main if function.__module__ == "__main__" else sys.modules.get(function.__module__)
+        found = module
+        for part in function.__qualname__.split("."):
+            found = getattr(found, part, None)
+        return found is function
 
     def _reduce_function(self, function):
         """A function of the user's code that resume cannot find by name is saved
@@ -319,6 +347,7 @@ class StatePickler(pickle.Pickler):
 
         if not self._by_value(function):
             return NotImplemented
+        home = function.__globals__.get("__name__")  # where it was defined; __module__ may be copied
         return _make_function, (
             marshal.dumps(function.__code__),
             function.__module__,
@@ -328,6 +357,7 @@ class StatePickler(pickle.Pickler):
             function.__kwdefaults__,
             function.__closure__,
             dict(function.__dict__),
+            *((home,) if isinstance(home, str) and home != function.__module__ else ()),
         )
 
     def _reduce_class(self, cls):
@@ -361,6 +391,9 @@ class StatePickler(pickle.Pickler):
                 return _empty_cell, (), (obj.cell_contents,), None, None, _fill_cell
             except ValueError:  # an empty cell
                 return _empty_cell, ()
+        if type(obj) is weakref.ref:  # e.g. in the closure of a wrapper a library made
+            target = obj()
+            return (weakref.ref, (target,)) if target is not None else (_dead_reference, ())
         if isinstance(obj, types.ModuleType):
             if obj is self._main:
                 return _import_module, ("__main__",)
