@@ -23,7 +23,7 @@ from pathlib import Path
 
 import xxhash
 
-from .capture import Capturer, dataloader, loading_commit
+from .capture import Capturer, csvwriter, dataloader, loading_commit
 from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
@@ -330,6 +330,7 @@ class Session:
         user_code = UserCode(script.parent, options.local_modules, options.user_code)
         self.monitor = Monitor(self._on_safe_point, user_code)
         dataloader.install()  # DataLoader iterators created from now on can be saved
+        csvwriter.install()  # and csv writers
         self.coordinator = LocalTimer(options)
         self._warned_loops: set[tuple] = set()
         self._closed = False
@@ -737,6 +738,7 @@ class Session:
         self._closed = True
         self.monitor.stop()
         dataloader.uninstall()
+        csvwriter.uninstall()
         try:
             self.writer.close(settle=False)  # the run's end is recorded first, then the journal settled
         finally:
