@@ -23,7 +23,7 @@ from pathlib import Path
 
 import xxhash
 
-from .capture import Capturer, csvwriter, dataloader, loading_commit
+from .capture import Capturer, csvwriter, dataloader, loading_commit, progressbars
 from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
@@ -331,6 +331,7 @@ class Session:
         self.monitor = Monitor(self._on_safe_point, user_code)
         dataloader.install()  # DataLoader iterators created from now on can be saved
         csvwriter.install()  # and csv writers
+        progressbars.install()  # and loops over tqdm bars
         self.coordinator = LocalTimer(options)
         self._warned_loops: set[tuple] = set()
         self._closed = False
@@ -739,6 +740,7 @@ class Session:
         self.monitor.stop()
         dataloader.uninstall()
         csvwriter.uninstall()
+        progressbars.uninstall()
         try:
             self.writer.close(settle=False)  # the run's end is recorded first, then the journal settled
         finally:

@@ -22,12 +22,12 @@ whose random generator the program also uses elsewhere between batches.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import weakref
 from dataclasses import dataclass
 
 from .hidden import capture_hidden, restore_hidden
+from .imports import AfterImport
 
 MODULE = "torch.utils.data.dataloader"
 
@@ -177,46 +177,16 @@ def _hook(module) -> None:
         loader_class.__iter__ = _hooked_iter(current)
 
 
-class _AfterImport:
-    """A meta-path finder that hooks the DataLoader as soon as torch imports its
-    module (not an ``importlib.abc.MetaPathFinder``: importing that costs ~30 ms)."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != MODULE:
-            return None
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(fullname)
-        finally:
-            sys.meta_path.insert(0, self)
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        loader = spec.loader
-        run = loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            _hook(module)
-
-        loader.exec_module = exec_module
-        return spec
-
-
-_finder = _AfterImport()
+_finder = AfterImport(MODULE, _hook)
 
 
 def install() -> None:
     """Record the origin of every DataLoader iterator created from now on."""
-    module = sys.modules.get(MODULE)
-    if module is not None:
-        _hook(module)
-    elif _finder not in sys.meta_path:
-        sys.meta_path.insert(0, _finder)
+    _finder.install()
 
 
 def uninstall() -> None:
-    if _finder in sys.meta_path:
-        sys.meta_path.remove(_finder)
+    _finder.uninstall()
     module = sys.modules.get(MODULE)
     loader_class = getattr(module, "DataLoader", None)
     current = getattr(loader_class, "__iter__", None)

@@ -31,7 +31,7 @@ import sys
 import types
 import weakref
 
-from . import dataloader
+from . import dataloader, progressbars
 
 PROTOCOL = 5
 
@@ -265,6 +265,7 @@ class StatePickler(pickle.Pickler):
         self._torch = sys.modules.get("torch")
         loaders = sys.modules.get(dataloader.MODULE)
         self._loader_types = (loaders._BaseDataLoaderIter, loaders.DataLoader) if loaders is not None else ()
+        self._bar_type = progressbars.bar_class()
 
     def _reduce_tensor(self, tensor, torch):
         """Plain CPU and CUDA tensors and parameters at the storage level (CUDA
@@ -416,6 +417,8 @@ class StatePickler(pickle.Pickler):
                 if isinstance(obj, self._loader_types[0]):
                     return dataloader.reduce_iterator(obj)
                 return dataloader.reduce_loader(obj)
+        if self._bar_type is not None and isinstance(obj, self._bar_type):
+            return progressbars.reduce_bar(obj)
         numpy = sys.modules.get("numpy")
         if numpy is not None and type(obj) is numpy.ndarray and obj.base is not None:
             root = _root_array(obj)
