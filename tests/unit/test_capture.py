@@ -164,3 +164,25 @@ def test_closures_are_saved_by_value_with_shared_cells():
     assert restored["bump"]() == 16 and restored["peek"]() == 16  # one shared cell, state kept
     assert restored["again"]() is restored["again"]
     assert bump() == 16  # the original is untouched
+
+
+class _BreaksOnLoad:
+    def __setstate__(self, state):
+        raise RecursionError("maximum recursion depth exceeded")
+
+
+def test_an_object_that_fails_to_load_is_named_in_one_clear_error():
+    """A library's __setstate__ can fail any way (a pickled tqdm bar's file
+    wrapper recursed): the error names the variable and says what to do."""
+    from dart.capture import assemble
+    from dart.capture.pods import cut
+    from dart.errors import CaptureError
+
+    broken = _BreaksOnLoad()
+    broken.x = 1
+    pods, _ = cut([("g:fine", [1, 2]), ("f1:pbar", broken)])
+    with pytest.raises(CaptureError) as info:
+        assemble([(p.name, p.stream, []) for p in pods])
+    message = str(info.value)
+    assert "local variable 'pbar'" in message and "RecursionError" in message
+    assert "--fresh" in message and "dart run --at" in message

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Mapping
 from contextvars import ContextVar
 
-from ..errors import CaptureError, DartWarning
+from ..errors import CaptureError, DartError, DartWarning
 from . import pickler, pods
 from .hidden import capture_hidden
 
@@ -185,6 +185,20 @@ class UnsavableIterator(CaptureError):
 
 #: Roots whose objects the capture itself makes (no variable of the program holds them).
 FRESH_ROOTS = frozenset({"frames", "hidden"})
+
+
+def _root_name(pod: str | None) -> str:
+    """A pod's name in the user's words."""
+    if pod is None:
+        return "a saved object"
+    kind, _, key = pod.partition(":")
+    if kind == "g":
+        return f"global variable '{key}'"
+    if kind == "i":
+        return f"the iterator of the loop {key}"
+    if kind.startswith("f") and key:
+        return f"local variable '{key}' (frame {kind[1:]} of the saved path)"
+    return "the saved random state" if pod == "hidden" else f"saved object {pod!r}"
 
 
 def pod_roots(program: dict, iterators: dict, frames: list[dict], hidden) -> list[tuple[str, object]]:
@@ -377,8 +391,16 @@ def assemble(parts, main_namespace: dict | None = None, memos: dict | None = Non
     token = loading_commit.set(commit)
     try:
         return pods.assemble(parts, main_namespace=main_namespace, memos=memos)
-    except (pickle.UnpicklingError, AttributeError, ImportError, ModuleNotFoundError, EOFError) as exc:
-        raise CaptureError(f"a saved object could not be loaded: {_reason(exc)}") from exc
+    except DartError:
+        raise
+    except Exception as exc:  # a library's __setstate__ can fail any way (RecursionError, TypeError, ...)
+        what = _root_name(getattr(exc, "dart_pod", None))
+        raise CaptureError(
+            f"{what} could not be loaded: {type(exc).__name__}: {_reason(exc)}. Resume from an earlier "
+            "commit (`dart log`, `dart run --at COMMIT`) or start over with --fresh; if the same type "
+            "fails again, report it with the variable's type",
+            variable=what,
+        ) from exc
     finally:
         loading_commit.reset(token)
 

@@ -266,6 +266,10 @@ def assemble(pods, main_namespace: dict | None = None, memos: dict | None = None
         if name in memos:
             continue
         u = _PodUnpickler(io.BytesIO(stream), buffers, main_namespace, memos)
-        values[name] = u.load()
+        try:
+            values[name] = u.load()
+        except Exception as exc:
+            exc.dart_pod = name  # which root failed, for the caller's message
+            raise
         memos[name] = u.memo.copy()
     return values
