@@ -119,7 +119,8 @@ CASES = [
     *(Case(f"lr_{kind}", "lr_schedulers.py", (kind,), uses_torch=True)
       for kind in ("warmup_cosine", "onecycle", "lambda", "plateau")),
     Case("csv_logger", "csv_logger.py"),
-    Case("tqdm_loop", "tqdm_loop.py", uses_torch=True),  # tqdm iterates with a generator  # csv.writer / DictWriter in locals (the C writer does not pickle)
+    Case("tqdm_loop", "tqdm_loop.py", uses_torch=True),  # tqdm iterates with a generator
+    Case("gan_folds", "gan_folds.py", uses_torch=True),  # a shut-down Pool left in main()'s locals  # csv.writer / DictWriter in locals (the C writer does not pickle)
 ]
 BY_ID = {case.id: case for case in CASES}
 

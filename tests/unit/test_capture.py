@@ -186,3 +186,25 @@ def test_an_object_that_fails_to_load_is_named_in_one_clear_error():
     message = str(info.value)
     assert "local variable 'pbar'" in message and "RecursionError" in message
     assert "--fresh" in message and "dart run --at" in message
+
+
+def test_a_pool_left_behind_by_its_with_block_is_saved_shut_down():
+    """``with Pool() as pool:`` leaves a shut-down pool in the frame: it cannot be
+    pickled, and used to stop every commit there. It is saved as a stand-in that
+    says what it was; a pool still running is still refused."""
+    import multiprocessing.pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dart.capture import pickler
+
+    with multiprocessing.pool.ThreadPool(1) as pool, ThreadPoolExecutor(1) as executor:
+        assert pool.apply(len, ("abc",)) == 3
+        executor.submit(len, "ab").result()
+        with pytest.raises(Exception):
+            pickler.dumps(pool)
+    executor.shutdown()
+    state = pickler.loads(*pickler.dumps({"pool": pool, "executor": executor}))
+    assert "ThreadPool" in repr(state["pool"]) and "ThreadPoolExecutor" in repr(state["executor"])
+    with pytest.raises(RuntimeError, match="shut down before dart's commit"):
+        state["pool"].map(len, ["a"])
+    assert pickler.loads(*pickler.dumps(state["pool"])).kind == state["pool"].kind  # saved again after a resume
