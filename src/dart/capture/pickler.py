@@ -31,7 +31,7 @@ import sys
 import types
 import weakref
 
-from . import dataloader, progressbars
+from . import dataloader, progressbars, resources
 
 PROTOCOL = 5
 
@@ -220,46 +220,6 @@ def _top_level_definitions(path) -> frozenset | None:
 _user_modules: dict[tuple, bool] = {}
 
 
-def _pool_types() -> tuple:
-    """The process and thread pool classes of the modules the program imported."""
-    kinds = []
-    pools = sys.modules.get("multiprocessing.pool")
-    if pools is not None:
-        kinds.append(pools.Pool)
-    futures = sys.modules.get("concurrent.futures.thread"), sys.modules.get("concurrent.futures.process")
-    kinds += [m.ThreadPoolExecutor if "thread" in m.__name__ else m.ProcessPoolExecutor for m in futures if m is not None]
-    return tuple(kinds)
-
-
-def _shut_down(pool) -> bool:
-    """Has this pool or executor been shut down (left its ``with`` block)?"""
-    state = getattr(pool, "_state", None)
-    if isinstance(state, str):
-        return state != "RUN"  # multiprocessing.pool: RUN, CLOSE, TERMINATE
-    return bool(getattr(pool, "_shutdown", False) or getattr(pool, "_shutdown_thread", False))
-
-
-class ShutDown:
-    """Stands in for a pool or executor that was already shut down when it was
-    saved (``with Pool() as pool:`` leaves ``pool`` behind): it cannot be used,
-    so nothing of it is kept but its kind, and any use says so."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise RuntimeError(f"this {self.kind} was shut down before dart's commit; a resumed run cannot use it. "
-                           "Create a new one where it is needed")
-
-    def __reduce__(self):
-        return ShutDown, (self.kind,)
-
-    def __repr__(self):
-        return f"<{self.kind}, shut down (saved by dart)>"
-
-
 def _dead_reference():
     """A weak reference whose object is gone (as the saved one's was)."""
     return weakref.ref(_Gone())
@@ -306,7 +266,8 @@ class StatePickler(pickle.Pickler):
         loaders = sys.modules.get(dataloader.MODULE)
         self._loader_types = (loaders._BaseDataLoaderIter, loaders.DataLoader) if loaders is not None else ()
         self._bar_type = progressbars.bar_class()
-        self._pool_types = _pool_types()
+        self._pool_types = resources.pool_types()
+        self._writer_type = resources.summary_writer_class()
 
     def _reduce_tensor(self, tensor, torch):
         """Plain CPU and CUDA tensors and parameters at the storage level (CUDA
@@ -458,8 +419,10 @@ class StatePickler(pickle.Pickler):
                 if isinstance(obj, self._loader_types[0]):
                     return dataloader.reduce_iterator(obj)
                 return dataloader.reduce_loader(obj)
-        if self._pool_types and isinstance(obj, self._pool_types) and _shut_down(obj):
-            return ShutDown, (f"{type(obj).__module__}.{type(obj).__qualname__}",)
+        if self._pool_types and isinstance(obj, self._pool_types) and resources.shut_down(obj):
+            return resources.ShutDown, (f"{type(obj).__module__}.{type(obj).__qualname__}",)
+        if self._writer_type is not None and isinstance(obj, self._writer_type):
+            return resources.reduce_summary_writer(obj)
         if self._bar_type is not None and isinstance(obj, self._bar_type):
             return progressbars.reduce_bar(obj)
         numpy = sys.modules.get("numpy")
