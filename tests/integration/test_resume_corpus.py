@@ -120,7 +120,8 @@ CASES = [
       for kind in ("warmup_cosine", "onecycle", "lambda", "plateau")),
     Case("csv_logger", "csv_logger.py"),
     Case("tqdm_loop", "tqdm_loop.py", uses_torch=True),  # tqdm iterates with a generator
-    Case("gan_folds", "gan_folds.py", uses_torch=True),  # a shut-down Pool left in main()'s locals  # csv.writer / DictWriter in locals (the C writer does not pickle)
+    Case("gan_folds", "gan_folds.py", uses_torch=True),  # a shut-down Pool left in main()'s locals
+    Case("logging_handlers", "logging_handlers.py"),  # handlers in locals, attached to loggers  # csv.writer / DictWriter in locals (the C writer does not pickle)
 ]
 BY_ID = {case.id: case for case in CASES}
 

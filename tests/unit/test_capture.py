@@ -208,3 +208,35 @@ def test_a_pool_left_behind_by_its_with_block_is_saved_shut_down():
     with pytest.raises(RuntimeError, match="shut down before dart's commit"):
         state["pool"].map(len, ["a"])
     assert pickler.loads(*pickler.dumps(state["pool"])).kind == state["pool"].kind  # saved again after a resume
+
+
+def test_a_logger_keeps_its_handlers_and_a_file_handler_its_file(tmp_path):
+    """A logger pickles by name only, so a resume lost the handlers main() had
+    attached; a handler did not pickle at all. Saved, both come back configured;
+    the log file is cut back to its size at the commit."""
+    import logging
+
+    from dart.capture import pickler
+
+    path = tmp_path / "run.log"
+    log = logging.getLogger("dart-test.handlers")
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    log.info("before the commit")
+    saved = pickler.dumps({"log": log, "handler": handler})
+    log.info("after the commit")  # work a resume does again
+    for h in list(log.handlers):  # a fresh process: the logger has no handlers
+        log.removeHandler(h)
+        h.close()
+    state = pickler.loads(*saved)
+    assert state["log"] is log and log.handlers == [state["handler"]] and state["handler"] is not handler
+    assert log.level == logging.DEBUG and not log.propagate and state["handler"].level == logging.INFO
+    log.info("redone after the resume")
+    log.debug("below the handler's level")
+    state["handler"].close()
+    log.removeHandler(state["handler"])
+    assert path.read_text() == "INFO before the commit\nINFO redone after the resume\n"

@@ -268,6 +268,7 @@ class StatePickler(pickle.Pickler):
         self._bar_type = progressbars.bar_class()
         self._pool_types = resources.pool_types()
         self._writer_type = resources.summary_writer_class()
+        self._logging_types = resources.logging_types()
 
     def _reduce_tensor(self, tensor, torch):
         """Plain CPU and CUDA tensors and parameters at the storage level (CUDA
@@ -423,6 +424,8 @@ class StatePickler(pickle.Pickler):
             return resources.ShutDown, (f"{type(obj).__module__}.{type(obj).__qualname__}",)
         if self._writer_type is not None and isinstance(obj, self._writer_type):
             return resources.reduce_summary_writer(obj)
+        if self._logging_types and isinstance(obj, self._logging_types):
+            return resources.reduce_logging(obj, self._logging_types)
         if self._bar_type is not None and isinstance(obj, self._bar_type):
             return progressbars.reduce_bar(obj)
         numpy = sys.modules.get("numpy")

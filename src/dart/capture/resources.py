@@ -12,6 +12,7 @@ files) and so do not pickle, saved as what can be made of them again.
 from __future__ import annotations
 
 import copyreg
+import os
 import sys
 
 WRITER_MODULE = "torch.utils.tensorboard.writer"
@@ -70,3 +71,73 @@ def reduce_summary_writer(writer):
         writer.flush()  # what it logged before the commit is on disk with it
     state = dict(writer.__dict__, file_writer=None, all_writers=None)
     return copyreg.__newobj__, (type(writer),), state
+
+
+# -- logging -------------------------------------------------------------------------
+# A logger pickles by name only, so a resumed run got the logger without the
+# handlers main() had attached before the commit (its log lines went nowhere),
+# and a handler did not pickle at all (its lock), stopping every commit in a
+# function that kept one in a local. Both are saved as what they are configured
+# to do; a file handler reopens its file for appending.
+
+
+def logging_types() -> tuple:
+    """(Logger, RootLogger, FileHandler, StreamHandler) if the program imported logging, else ()."""
+    logging = sys.modules.get("logging")
+    if logging is None:
+        return ()
+    return logging.Logger, logging.RootLogger, logging.FileHandler, logging.StreamHandler
+
+
+def reduce_logging(obj, kinds: tuple):
+    """(callable, args, state) for a logger or a plain file/stream handler, or
+    NotImplemented for other handlers (their own pickling, if any, applies)."""
+    logger, root, file_handler, stream_handler = kinds
+    if isinstance(obj, logger):
+        name = "" if isinstance(obj, root) else obj.name
+        return _configured_logger, (name, obj.level, obj.propagate, obj.disabled, list(obj.handlers))
+    handler_state = {"level": obj.level, "formatter": obj.formatter, "filters": list(obj.filters), "_name": obj._name}
+    if type(obj) is file_handler:
+        obj.flush()
+        mode = "a" if "w" in obj.mode else obj.mode
+        try:
+            size = os.fstat(obj.stream.fileno()).st_size if obj.stream is not None else None
+        except (OSError, ValueError):
+            size = None
+        return _file_handler, (obj.baseFilename, mode, obj.encoding, obj.delay, obj.errors, size), handler_state
+    if type(obj) is stream_handler and obj.stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        stream = "stdout" if obj.stream in (sys.stdout, sys.__stdout__) else "stderr"
+        return _stream_handler, (stream,), handler_state
+    return NotImplemented
+
+
+def _file_handler(path, mode, encoding, delay, errors, size=None):
+    """The handler, appending to its file cut back to its size at the commit (as
+    dart does for open files: lines logged after the commit are logged again)."""
+    import logging
+
+    if size is not None and os.path.exists(path) and os.path.getsize(path) > size:
+        os.truncate(path, size)
+    return logging.FileHandler(path, mode, encoding, delay, errors)
+
+
+def _stream_handler(stream):
+    import logging
+
+    return logging.StreamHandler(getattr(sys, stream))
+
+
+def _configured_logger(name, level, propagate, disabled, handlers):
+    """The process's logger of that name, configured as the saved one was: its
+    handlers replace the ones it has now (set up again by module code re-run on
+    resume, or none)."""
+    import logging
+
+    found = logging.getLogger(name or None)
+    found.setLevel(level)
+    found.propagate, found.disabled = propagate, disabled
+    for handler in list(found.handlers):
+        found.removeHandler(handler)
+    for handler in handlers:
+        found.addHandler(handler)
+    return found
