@@ -240,3 +240,21 @@ def test_a_logger_keeps_its_handlers_and_a_file_handler_its_file(tmp_path):
     state["handler"].close()
     log.removeHandler(state["handler"])
     assert path.read_text() == "INFO before the commit\nINFO redone after the resume\n"
+
+
+def test_a_logger_with_a_handler_dart_cannot_save_is_saved_by_name():
+    """A library's logger with a handler of its own kind still pickles (as
+    pickle saves loggers: by name), and a NullHandler is saved."""
+    import logging
+    import logging.handlers
+
+    from dart.capture import pickler
+
+    quiet = logging.getLogger("dart-test.quiet")
+    quiet.addHandler(logging.NullHandler())
+    odd = logging.getLogger("dart-test.odd")
+    queue_handler = logging.handlers.QueueHandler(__import__("queue").Queue())
+    odd.addHandler(queue_handler)
+    state = pickler.loads(*pickler.dumps({"quiet": quiet, "odd": odd}))
+    assert state["odd"] is odd and odd.handlers == [queue_handler]  # left as the process has it
+    assert state["quiet"] is quiet and type(quiet.handlers[0]) is logging.NullHandler

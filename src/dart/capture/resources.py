@@ -82,21 +82,27 @@ def reduce_summary_writer(writer):
 
 
 def logging_types() -> tuple:
-    """(Logger, RootLogger, FileHandler, StreamHandler) if the program imported logging, else ()."""
+    """(Logger, RootLogger, FileHandler, StreamHandler, NullHandler) if the program imported logging, else ()."""
     logging = sys.modules.get("logging")
     if logging is None:
         return ()
-    return logging.Logger, logging.RootLogger, logging.FileHandler, logging.StreamHandler
+    return logging.Logger, logging.RootLogger, logging.FileHandler, logging.StreamHandler, logging.NullHandler
 
 
 def reduce_logging(obj, kinds: tuple):
-    """(callable, args, state) for a logger or a plain file/stream handler, or
-    NotImplemented for other handlers (their own pickling, if any, applies)."""
-    logger, root, file_handler, stream_handler = kinds
+    """(callable, args, state) for a logger or a plain file/stream/null handler, or
+    NotImplemented for other handlers (their own pickling, if any, applies). A
+    logger with a handler of another kind (a RichHandler, a rotating file) is
+    saved by name, as pickle itself does."""
+    logger, root, file_handler, stream_handler, null_handler = kinds
     if isinstance(obj, logger):
         name = "" if isinstance(obj, root) else obj.name
+        if not all(_savable_handler(h, kinds) for h in obj.handlers):
+            return logging_by_name, (name,)  # as pickle saves it: the process's logger, as configured there
         return _configured_logger, (name, obj.level, obj.propagate, obj.disabled, list(obj.handlers))
     handler_state = {"level": obj.level, "formatter": obj.formatter, "filters": list(obj.filters), "_name": obj._name}
+    if type(obj) is null_handler:
+        return null_handler, (), handler_state
     if type(obj) is file_handler:
         obj.flush()
         mode = "a" if "w" in obj.mode else obj.mode
@@ -109,6 +115,20 @@ def reduce_logging(obj, kinds: tuple):
         stream = "stdout" if obj.stream in (sys.stdout, sys.__stdout__) else "stderr"
         return _stream_handler, (stream,), handler_state
     return NotImplemented
+
+
+def _savable_handler(handler, kinds) -> bool:
+    _, _, file_handler, stream_handler, null_handler = kinds
+    kind = type(handler)
+    return kind is file_handler or kind is null_handler or (
+        kind is stream_handler and handler.stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    )
+
+
+def logging_by_name(name):
+    import logging
+
+    return logging.getLogger(name or None)
 
 
 def _file_handler(path, mode, encoding, delay, errors, size=None):
