@@ -253,6 +253,7 @@ _REBUILDABLE_MODULES = (
     "tensorboardX",
     "matplotlib",
     "wandb",
+    "joblib",  # Parallel: settings and a lock (its workers are made per call)
 )
 
 

@@ -121,7 +121,8 @@ CASES = [
     Case("csv_logger", "csv_logger.py"),
     Case("tqdm_loop", "tqdm_loop.py", uses_torch=True),  # tqdm iterates with a generator
     Case("gan_folds", "gan_folds.py", uses_torch=True),  # a shut-down Pool left in main()'s locals
-    Case("logging_handlers", "logging_handlers.py"),  # handlers in locals, attached to loggers  # csv.writer / DictWriter in locals (the C writer does not pickle)
+    Case("logging_handlers", "logging_handlers.py"),  # handlers in locals, attached to loggers
+    Case("grid_search_joblib", "grid_search_joblib.py"),  # a joblib.Parallel in a local: rebuilt  # csv.writer / DictWriter in locals (the C writer does not pickle)
 ]
 BY_ID = {case.id: case for case in CASES}
 
