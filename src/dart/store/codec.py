@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Any, BinaryIO
 
+import numpy as np
 import xxhash
 import zstandard
 
@@ -161,3 +162,89 @@ def apply_patch(old, patch, where: str) -> bytes:
         return zstandard.ZstdDecompressor(dict_data=base, max_window_size=1 << 27).decompress(patch)
     except zstandard.ZstdError as exc:
         raise CorruptObjectError(f"{where} cannot be rebuilt from its patch ({exc})", next_step="damaged") from exc
+
+
+# -- XOR deltas: a new version of a numeric buffer against the previous one --------
+#
+# A training step changes every float of a tensor a little: the sign and exponent
+# bits (the high byte of each item) rarely change, the low mantissa bytes always do.
+# XOR with the previous version zeroes what did not change; splitting the result
+# into byte planes (every item's byte 0, then every byte 1, ...) puts the zeros
+# together where zstd finds them (docs/delta.md, "XOR deltas").
+
+#: XOR delta header: magic, item size (bytes per plane group), delta length.
+XOR_MAGIC = b"DXOR1"
+_XOR_HEADER = struct.Struct("<5sBQ")
+#: Deltas of at least this many bytes are compressed with two zstd threads.
+XOR_THREADED = 8 << 20
+
+
+def _planes(data: np.ndarray, itemsize: int) -> np.ndarray:
+    """``data`` (uint8) with its whole items split into byte planes, the bytes past the
+    last whole item kept at the end as they are."""
+    whole = len(data) - len(data) % itemsize
+    if itemsize == 1 or whole == 0:
+        return data
+    out = np.empty_like(data)
+    out[:whole].reshape(itemsize, -1)[...] = data[:whole].reshape(-1, itemsize).T
+    out[whole:] = data[whole:]
+    return out
+
+
+def _unplanes(data: np.ndarray, itemsize: int, out: np.ndarray) -> None:
+    """The inverse of ``_planes``, written into ``out``."""
+    whole = len(data) - len(data) % itemsize
+    if itemsize == 1 or whole == 0:
+        out[...] = data
+        return
+    out[:whole].reshape(-1, itemsize)[...] = data[:whole].reshape(itemsize, -1).T
+    out[whole:] = data[whole:]
+
+
+def _as_uint8(data) -> np.ndarray:
+    return np.frombuffer(byte_view(data), dtype=np.uint8)
+
+
+def xor_delta(new, old, itemsize: int, level: int = ZSTD_LEVEL) -> bytes:
+    """``new`` as a delta on ``old`` (same length): XOR of the two, split into byte
+    planes of ``itemsize``, zstd-compressed. ``apply_xor_delta`` inverts it exactly,
+    whatever the bytes are (NaN, infinities, denormals: only bits are moved)."""
+    a, b = _as_uint8(new), _as_uint8(old)
+    if len(a) != len(b):
+        raise ValueError(f"an XOR delta needs versions of one length, not {len(a)} and {len(b)} bytes")
+    if not 1 <= itemsize <= 255:
+        raise ValueError(f"item size {itemsize} is not between 1 and 255")
+    planes = _planes(np.bitwise_xor(a, b), itemsize)
+    threads = 2 if len(a) >= XOR_THREADED else 0
+    body = zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True).compress(planes)
+    return _XOR_HEADER.pack(XOR_MAGIC, itemsize, len(a)) + body
+
+
+def xor_delta_length(delta) -> int:
+    """The length of the versions an XOR delta is between (its header, checked)."""
+    view = byte_view(delta)
+    if view.nbytes < _XOR_HEADER.size or bytes(view[:5]) != XOR_MAGIC:
+        raise CorruptObjectError("an XOR delta has a bad or truncated header", next_step="damaged")
+    _, itemsize, length = _XOR_HEADER.unpack(view[: _XOR_HEADER.size])
+    if itemsize < 1:
+        raise CorruptObjectError("an XOR delta has item size 0", next_step="damaged")
+    return length
+
+
+def apply_xor_delta(target, delta, where: str) -> None:
+    """Turn ``target`` (a writable buffer holding the old version) into the new one."""
+    out = _as_uint8(target)
+    length = xor_delta_length(delta)
+    view = byte_view(delta)
+    itemsize = view[5]
+    if length != len(out):
+        raise CorruptObjectError(f"{where}: its XOR delta is for {length} bytes, not {len(out)}", next_step="damaged")
+    try:
+        planes = zstandard.ZstdDecompressor().decompress(view[_XOR_HEADER.size :], max_output_size=length)
+    except zstandard.ZstdError as exc:
+        raise CorruptObjectError(f"{where} cannot be rebuilt from its XOR delta ({exc})", next_step="damaged") from exc
+    if len(planes) != length:
+        raise CorruptObjectError(f"{where}: its XOR delta holds {len(planes)} bytes, not {length}", next_step="damaged")
+    diff = np.empty(length, dtype=np.uint8)
+    _unplanes(np.frombuffer(planes, dtype=np.uint8), itemsize, diff)
+    np.bitwise_xor(out, diff, out=out)
