@@ -154,7 +154,7 @@ class BufferBook:
                 xor = None
                 if whole and len(view) >= XOR_MIN and itemsize in XOR_ITEMSIZES:
                     xor = (key, itemsize, restart)
-                entry.layered = xor is not None
+                entry.layered = xor is not None and not restart  # a restart is written raw
                 new: list[list] = []
                 for start, stop in runs:
                     fill(view, start, stop, new, xor)

@@ -24,10 +24,11 @@ import zstandard
 
 from ..delta.book import XorExtent
 from ..store.codec import ZSTD_LEVEL, xor_delta
+from ..store.layout import XOR_CHAIN
 from .staging import ALIGN
 
 #: At most this many deltas on one whole version (a load applies all of them).
-CHAIN = 8
+CHAIN = XOR_CHAIN
 #: Bytes of an extent compressed to decide whether a delta pays.
 SAMPLE = 256 * 1024
 #: A delta is written when its sample is below this share of what the raw path writes.

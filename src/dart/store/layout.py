@@ -56,6 +56,8 @@ FORMAT_PATCHED = 3
 #: Format of a commit with buffers stored as XOR deltas (rows with layers); a reader
 #: of format 3 would take the chain's base for the buffer, so it must refuse.
 FORMAT_XOR = 4
+#: At most this many XOR delta layers on one whole version (a load applies them all).
+XOR_CHAIN = 8
 FORMATS = (FORMAT, FORMAT_PATCHED, FORMAT_XOR)
 INLINE_EXTENTS = 64  #: more extents than this go to a manifest object
 #: A raw object of which at least this share is needed is read whole (one read,
