@@ -42,12 +42,13 @@ class XorExtent(list):
 
 
 class _Entry:
-    __slots__ = ("tracker", "extents", "layered")
+    __slots__ = ("tracker", "extents", "layered", "xor_last")
 
     def __init__(self, tracker):
         self.tracker = tracker
         self.extents: list[list] = []
-        self.layered = False  # staged as XorExtents at the last commit: may be deltas, not raw bytes
+        self.layered = False  # its last extents may be XOR deltas, not raw bytes
+        self.xor_last = False  # staged as XorExtents at the last commit (the flusher keeps that version)
 
 
 def buffer_key(view: memoryview) -> tuple[int, int]:
@@ -154,7 +155,9 @@ class BufferBook:
                 xor = None
                 if whole and len(view) >= XOR_MIN and itemsize in XOR_ITEMSIZES:
                     xor = (key, itemsize, restart)
-                entry.layered = xor is not None and not restart  # a restart is written raw
+                # a delta needs the version of the commit before (a restart is written raw)
+                entry.layered = xor is not None and not restart and entry.xor_last
+                entry.xor_last = xor is not None
                 new: list[list] = []
                 for start, stop in runs:
                     fill(view, start, stop, new, xor)
