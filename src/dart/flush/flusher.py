@@ -197,6 +197,7 @@ class Flusher:
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+            self.xor.close()
             try:
                 if settle and hasattr(self.store, "settle_journal"):
                     self.store.settle_journal(self.run_id)

@@ -17,22 +17,25 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import xxhash
 import zstandard
 
 from ..delta.book import XorExtent
-from ..store.codec import ZSTD_LEVEL, xor_delta
+from ..store.codec import COMPRESS_RATIO, ZSTD_LEVEL, xor_delta, xor_delta_parts
 from ..store.layout import XOR_CHAIN
 from .staging import ALIGN
 
 #: At most this many deltas on one whole version (a load applies all of them).
 CHAIN = XOR_CHAIN
 #: Bytes of an extent compressed to decide whether a delta pays.
-SAMPLE = 256 * 1024
-#: A delta is written when its sample is below this share of what the raw path writes.
-PAYS = 0.9
+SAMPLE = 128 * 1024
+#: A delta is written when its sample is below this share of what the raw path
+#: writes (the bytes as they are, or zstd where codec.encode would keep it): a delta
+#: must save something, since a load applies the whole chain.
+PAYS = 0.95
 #: Item sizes tried when the buffer's own is unknown (1: a torch storage's bytes).
 GUESSES = (4, 2, 8)
 
@@ -50,7 +53,7 @@ def memory_budget(default: int) -> int:
 
 
 class _Version:
-    __slots__ = ("data", "base", "layers", "pending", "seen")
+    __slots__ = ("data", "base", "layers", "pending", "seen", "guess")
 
     def __init__(self, nbytes: int):
         self.data = np.empty(nbytes, dtype=np.uint8)  #: the bytes staged at the last commit
@@ -58,15 +61,20 @@ class _Version:
         self.layers: list = []  #: resolved layers on the base, oldest first
         self.pending: tuple | None = None  #: (base, layers) of the commit being written
         self.seen = False  #: staged (fully) at the commit being written
+        self.guess = 0  #: item size guessed for the chain (the buffer's own unknown), 0 before
 
 
 class XorEncoder:
-    """Per-run state of the flusher's XOR deltas (flusher thread only)."""
+    """Per-run state of the flusher's XOR deltas (flusher thread only). The deltas of
+    one pack's extents are computed by ``threads`` workers (numpy and zstd release the
+    GIL; the program's own thread is the third user of two cores)."""
 
-    def __init__(self, memory: int):
+    def __init__(self, memory: int, threads: int = min(2, os.cpu_count() or 1)):
         self.memory = memory
+        self.threads = threads
         self.versions: dict[tuple, _Version] = {}  # buffer key -> its last version
         self._decided: dict[tuple, int] = {}  # this commit: key -> item size of its deltas, 0 for raw
+        self._pool: ThreadPoolExecutor | None = None
         self.stats = {"delta_bytes": 0, "raw_bytes": 0, "seconds": 0.0}  #: deltas written, their raw size, time
 
     def _held(self) -> int:
@@ -81,35 +89,45 @@ class XorEncoder:
             return data
         t0 = time.perf_counter()
         source = np.frombuffer(data, dtype=np.uint8)
-        parts, moved, pos, any_delta = [], [], 0, False
+        jobs = []  # (extent, its staged bytes, version to keep them in or None, item size or 0)
         for extent in sorted(pack.extents, key=lambda e: e[3]):
-            start, n, _, offset, _ = extent
-            piece = source[offset : offset + n]
-            out = piece
+            piece = source[extent[3] : extent[3] + extent[1]]
+            version, itemsize = None, 0
             if isinstance(extent, XorExtent):
                 version = self._version(extent)
                 if version is not None:
                     itemsize = self._decided.get(extent.key)
                     if itemsize is None:
                         itemsize = self._decided[extent.key] = self._decide(extent, piece, version)
-                    if itemsize:
-                        out = xor_delta(piece, version.data[start : start + n], itemsize)
-                        extent.delta = [pos, len(out)]
-                        any_delta = True
-                        self.stats["delta_bytes"] += len(out)
-                        self.stats["raw_bytes"] += n
-                    version.data[start : start + n] = piece
-                    version.seen = True
-            if not isinstance(extent, XorExtent) or extent.delta is None:
+            jobs.append((extent, piece, version, itemsize))
+        work = [j for j in jobs if j[2] is not None]
+        if len(work) > 1 and self.threads > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="dart-xor")
+            deltas = dict(zip((id(j[0]) for j in work), self._pool.map(_delta_job, work)))
+        else:
+            deltas = {id(j[0]): _delta_job(j) for j in work}
+        parts, moved, pos = [], [], 0
+        for extent, piece, version, itemsize in jobs:
+            delta = deltas.get(id(extent))
+            if version is not None:
+                version.seen = True
+            if delta is None:
                 moved.append((extent, pos))
-            parts.append(out)
-            pos += len(out)
+                delta, size = [piece], len(piece)
+            else:
+                size = sum(len(memoryview(p).cast("B")) for p in delta)
+                extent.delta = [pos, size]
+                self.stats["delta_bytes"] += size
+                self.stats["raw_bytes"] += len(piece)
+            parts.extend(delta)
+            pos += size
             pad = -pos % ALIGN
             if pad:
                 parts.append(bytes(pad))
                 pos += pad
         self.stats["seconds"] += time.perf_counter() - t0
-        if not any_delta:
+        if len(moved) == len(jobs):  # no delta: the pack as staged
             return data
         for extent, offset in moved:
             extent[3] = offset
@@ -127,15 +145,20 @@ class XorEncoder:
     def _decide(self, extent: XorExtent, piece: np.ndarray, version: _Version) -> int:
         """Item size of this commit's deltas of the buffer, or 0 to write it raw: raw
         after a restart, with no committed previous version, at the chain's end, or
-        when a sample's delta is not below PAYS of the raw path's (zstd if it pays)."""
+        when a sample's delta is not below PAYS of what the raw path writes. An item
+        size guessed (the buffer's own is unknown) is kept for the rest of the chain."""
         if extent.restart or version.base is None or len(version.layers) >= CHAIN:
+            version.guess = 0
             return 0
         start = extent[0]
         at = max(0, (len(piece) - SAMPLE) // 2) & ~7
-        sample, old = piece[at : at + SAMPLE], version.data[start + at : start + at + len(piece[at : at + SAMPLE])]
-        plain = min(len(sample), len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(sample)))
-        sizes = (extent.itemsize,) if extent.itemsize > 1 else GUESSES
+        sample = piece[at : at + SAMPLE]
+        old = version.data[start + at : start + at + len(sample)]
+        squeezed = len(zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(sample))
+        plain = squeezed if squeezed < COMPRESS_RATIO * len(sample) else len(sample)
+        sizes = (extent.itemsize,) if extent.itemsize > 1 else (version.guess,) if version.guess else GUESSES
         best, size = min((len(xor_delta(sample, old, s)), s) for s in sizes)
+        version.guess = size if extent.itemsize == 1 else 0
         return size if best < PAYS * plain else 0
 
     def row(self, nbytes: int, extents: list, resolved: list) -> tuple:
@@ -170,3 +193,19 @@ class XorEncoder:
         """A write failed: start every buffer over (written raw at its next commit)."""
         self.versions.clear()
         self._decided.clear()
+
+    def close(self) -> None:
+        self.reset()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+
+def _delta_job(job) -> list | None:
+    """The delta of one extent (None: written raw), and its bytes kept as the
+    buffer's last version; on a worker thread."""
+    extent, piece, version, itemsize = job
+    start, n = extent[0], extent[1]
+    delta = xor_delta_parts(piece, version.data[start : start + n], itemsize) if itemsize else None
+    version.data[start : start + n] = piece
+    return delta
