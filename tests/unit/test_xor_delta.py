@@ -239,3 +239,36 @@ def test_fsck_rebuilds_delta_buffers_and_reports_a_delta_that_does_not_rebuild(r
     assert "does not match its hash" in report.problems[0].what
     with pytest.raises(CorruptObjectError):
         run.load(run.store.get_commit(cid))
+
+
+def test_loading_one_delta_array_reads_its_base_and_deltas_not_the_whole_packs(tmp_path):
+    import os
+
+    from dart.capture import SavedVariables
+
+    if not os.path.exists("/proc/self/io"):
+        pytest.skip("needs /proc/self/io to count bytes read")
+
+    def bytes_read() -> int:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("rchar"))
+
+    run = Run(tmp_path / ".dart", staging=256 << 20)
+    rng = np.random.default_rng(4)
+    arrays = {f"a{i}": rng.standard_normal(1 << 19).astype(np.float32) for i in range(8)}  # 8 x 2 MiB, one pack
+    records = []
+    for _ in range(4):
+        _sgd(rng, list(arrays.values()))
+        records.append(run.commit(arrays))
+    run.close()
+    record = records[-1]
+    assert record.state["format"] == layout.FORMAT_XOR
+    state = layout.CommitState(run.store, record)
+    (number,) = state.pods["g:a5"][5]
+    nbytes, base, chain = state.index["buffers"][number]
+    stored = sum(e[1] for e in base) + sum(seg[4] for layer in chain for seg in layer)
+    before = bytes_read()
+    got = SavedVariables(run.store, record)["a5"]
+    read = bytes_read() - before
+    assert got.tobytes() == arrays["a5"].tobytes()
+    assert len(chain) == 3 and read <= stored + (64 << 10), (read, stored)

@@ -219,12 +219,11 @@ class CommitState:
                 self.progress(done, total)
 
         layers = {n: self.index["buffers"][n][2] for n in numbers if len(self.index["buffers"][n]) > 2}
-        for chain in layers.values():  # deltas are read with the objects holding them, whole
+        for chain in layers.values():  # deltas: read where they lie unless their object is read whole
             for layer in chain:
                 for _, _, obj, _, dlen, _ in layer:
                     oid = self._object(obj, number=None)
                     need[oid] = need.get(oid, 0) + dlen
-                    unhashed.add(oid)
         total = sum(need.values())
         for oid, n in need.items():
             codec, length = self.store.object_header(oid)
@@ -254,7 +253,7 @@ class CommitState:
                         )
                     advance(length)
             if number in layers:
-                self._apply_layers(number, view, layers[number], whole)
+                self._apply_layers(number, view, layers[number], whole, advance)
             out[number] = view
         self.loaded_buffers.update(out)
         return out
@@ -265,20 +264,28 @@ class CommitState:
                                      "which it does not list", next_step="damaged")
         return self.objects[obj]
 
-    def _apply_layers(self, number: int, view: memoryview, chain: list, whole: dict) -> None:
+    def _apply_layers(self, number: int, view: memoryview, chain: list, whole: dict, advance=None) -> None:
         """Turn buffer ``number``'s chain base (in ``view``) into its version at this
         commit, one XOR delta layer at a time, each piece checked against its hash."""
         nbytes = len(view)
         for depth, layer in enumerate(chain, start=1):
             for start, length, obj, offset, dlen, digest in layer:
-                blob = whole[self._object(obj, number)]
+                oid = self._object(obj, number)
                 where = (f"buffer {number} of commit {self.record.short} (bytes {start}..{start + length}, "
                          f"delta {depth} of {len(chain)})")
-                if not (0 <= start and start + length <= nbytes and 0 <= offset and offset + dlen <= len(blob)):
+                size = len(whole[oid]) if oid in whole else self.store.object_header(oid)[1]
+                if not (0 <= start and start + length <= nbytes and 0 <= offset and offset + dlen <= size):
                     raise CorruptObjectError(f"{where}: its XOR delta lies outside its object or buffer",
                                              next_step="damaged")
+                if oid in whole:
+                    delta = memoryview(whole[oid])[offset : offset + dlen]
+                else:  # not checked on its own: the result's hash below checks it
+                    delta = memoryview(bytearray(dlen))
+                    self.store.read_object_range(oid, offset, delta)
+                    if advance is not None:
+                        advance(dlen)
                 piece = view[start : start + length]
-                apply_xor_delta(piece, memoryview(blob)[offset : offset + dlen], where)
+                apply_xor_delta(piece, delta, where)
                 if xxhash.xxh3_64_intdigest(piece) != digest:
                     raise CorruptObjectError(f"{where} does not match its hash once its XOR delta is applied",
                                              next_step="damaged")
