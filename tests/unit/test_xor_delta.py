@@ -272,3 +272,20 @@ def test_loading_one_delta_array_reads_its_base_and_deltas_not_the_whole_packs(t
     read = bytes_read() - before
     assert got.tobytes() == arrays["a5"].tobytes()
     assert len(chain) == 3 and read <= stored + (64 << 10), (read, stored)
+
+
+def test_a_buffer_left_out_of_a_commit_then_back_loads_bit_identical(run):
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal(300_000).astype(np.float32)
+    records, want = [], []
+    for step in range(7):
+        _sgd(rng, [w])
+        if step == 3:
+            w[::1000] = 0.0  # sparse then dense again, with the buffer absent at one commit
+        ns = {"w": w, "step": step} if step != 4 else {"step": step}
+        records.append(run.commit(ns))
+        want.append(w.tobytes() if step != 4 else None)
+    for record, expected in zip(records, want):
+        if expected is not None:
+            assert run.load(record)["w"].tobytes() == expected
+    assert [r.state["format"] for r in records] == [2, 4, 4, 4, 2, 2, 4]

@@ -30,8 +30,11 @@ XOR_ITEMSIZES = (1, 2, 4, 8)
 class XorExtent(list):
     """An extent of a buffer staged whole that the flusher may write as an XOR delta
     on the buffer's previous version: the same five fields, plus which buffer it is
-    (``key``), its item size, and ``restart`` (write it raw and start a new chain:
-    its previous version's extents were deltas and the buffer is no longer dense)."""
+    (``key``), its item size, and ``restart``: write it raw and start a new chain (the
+    book did not stage it whole at the last commit, so it cannot know that the
+    flusher holds its previous version; or it turned sparse and its last extents
+    may be deltas). The book counts a buffer's extents as possible deltas exactly
+    when ``restart`` is false, so it never lays chunks over a delta."""
 
     __slots__ = ("key", "itemsize", "restart", "delta")
 
@@ -153,10 +156,11 @@ class BufferBook:
                 if restart:  # the last extents may be XOR deltas: nothing to lay new chunks over
                     runs, whole = [(0, len(view))], True
                 xor = None
+                # a delta only on the whole version of the commit before, never after a restart
+                may_delta = entry.xor_last and not restart
                 if whole and len(view) >= XOR_MIN and itemsize in XOR_ITEMSIZES:
-                    xor = (key, itemsize, restart)
-                # a delta needs the version of the commit before (a restart is written raw)
-                entry.layered = xor is not None and not restart and entry.xor_last
+                    xor = (key, itemsize, not may_delta)
+                entry.layered = xor is not None and may_delta
                 entry.xor_last = xor is not None
                 new: list[list] = []
                 for start, stop in runs:
