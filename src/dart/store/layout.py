@@ -28,7 +28,8 @@ the whole version the chain starts from and each layer (one per commit, oldest
 first, at most 8) is ``[[start, length, obj, offset, delta length, xxh3-64], ...]``:
 bytes ``offset..offset + delta length`` of the object are a ``codec.xor_delta``
 turning ``start..start + length`` of the buffer into its next version, whose
-hash is the last field.
+hash is the last field (so a delta is read by a range read, checked by the hash
+of what it gives).
 
 Reading: a pack that is compressed, or of which nearly all bytes are needed, is read
 whole and checked against its id; a buffer that is one whole extent of it is a
