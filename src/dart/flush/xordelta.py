@@ -74,6 +74,10 @@ class XorEncoder:
         self.threads = threads
         self.versions: dict[tuple, _Version] = {}  # buffer key -> its last version
         self._decided: dict[tuple, int] = {}  # this commit: key -> item size of its deltas, 0 for raw
+        # buffers staged whole at the last commit and at this one: a version is kept only
+        # for a buffer seen twice (a CUDA tensor's host copy is at a new address each time)
+        self._last_keys: set = set()
+        self._keys: set = set()
         self._pool: ThreadPoolExecutor | None = None
         self.stats = {"delta_bytes": 0, "raw_bytes": 0, "seconds": 0.0}  #: deltas written, their raw size, time
 
@@ -134,8 +138,11 @@ class XorEncoder:
         return b"".join(parts)
 
     def _version(self, extent: XorExtent) -> _Version | None:
+        self._keys.add(extent.key)
         version = self.versions.get(extent.key)
         if version is None:
+            if extent.key not in self._last_keys:
+                return None
             nbytes = extent.key[1]
             if self._held() + nbytes > self.memory:
                 return None
@@ -188,11 +195,13 @@ class XorEncoder:
             else:
                 del self.versions[key]
         self._decided.clear()
+        self._last_keys, self._keys = self._keys, set()
 
     def reset(self) -> None:
         """A write failed: start every buffer over (written raw at its next commit)."""
         self.versions.clear()
         self._decided.clear()
+        self._last_keys, self._keys = set(), set()
 
     def close(self) -> None:
         self.reset()
