@@ -1,4 +1,4 @@
-"""XOR deltas of dense numeric buffers, chosen on the flusher thread (docs/delta.md, "XOR deltas").
+"""XOR deltas of dense numeric buffers, chosen on the flusher thread (docs/design.md, "XOR delta").
 
 A buffer the book staged whole (``delta.book.XorExtent``: a tensor a training step
 rewrote everywhere) is written as ``codec.xor_delta`` of its previous version when a

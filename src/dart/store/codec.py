@@ -170,7 +170,7 @@ def apply_patch(old, patch, where: str) -> bytes:
 # bits (the high byte of each item) rarely change, the low mantissa bytes always do.
 # XOR with the previous version zeroes what did not change; splitting the result
 # into byte planes (every item's byte 0, then every byte 1, ...) puts the zeros
-# together where zstd finds them (docs/delta.md, "XOR deltas").
+# together where zstd finds them (docs/design.md, "XOR delta").
 
 #: XOR delta header: magic, item size (the number of byte planes), delta length;
 #: then per plane and for the tail (bytes past the last whole item): how it is
