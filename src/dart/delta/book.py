@@ -20,14 +20,38 @@ from . import AdaptiveTracker, DeltaError
 #: Chunk granularity of change detection: one row of 1024 float32 values; sparse
 #: row updates cost one chunk each (docs/delta.md: 64 KiB chunks cost 16x the bytes).
 CHUNK = 4096
+#: Buffers of at least this many bytes staged whole may be written as an XOR delta on
+#: their previous version (flush/xordelta.py decides). Item size 1 means unknown (a
+#: torch storage is pickled as bytes): the flusher tries 2, 4 and 8 on a sample.
+XOR_MIN = 64 * 1024
+XOR_ITEMSIZES = (1, 2, 4, 8)
+
+
+class XorExtent(list):
+    """An extent of a buffer staged whole that the flusher may write as an XOR delta
+    on the buffer's previous version: the same five fields, plus which buffer it is
+    (``key``), its item size, and ``restart``: write it raw and start a new chain (the
+    book did not stage it whole at the last commit, so it cannot know that the
+    flusher holds its previous version; or it turned sparse and its last extents
+    may be deltas). The book counts a buffer's extents as possible deltas exactly
+    when ``restart`` is false, so it never lays chunks over a delta."""
+
+    __slots__ = ("key", "itemsize", "restart", "delta")
+
+    def __init__(self, fields, key, itemsize: int, restart: bool):
+        super().__init__(fields)
+        self.key, self.itemsize, self.restart = key, itemsize, restart
+        self.delta = None  #: set by the flusher when written as a delta: [offset, length] in the pack object
 
 
 class _Entry:
-    __slots__ = ("tracker", "extents")
+    __slots__ = ("tracker", "extents", "layered", "xor_last")
 
     def __init__(self, tracker):
         self.tracker = tracker
         self.extents: list[list] = []
+        self.layered = False  # its last extents may be XOR deltas, not raw bytes
+        self.xor_last = False  # staged as XorExtents at the last commit (the flusher keeps that version)
 
 
 def buffer_key(view: memoryview) -> tuple[int, int]:
@@ -91,7 +115,7 @@ class BufferBook:
         seen, table, packs = set(), [], [None]
         self.staged_bytes = 0
 
-        def fill(view, start, stop, new):
+        def fill(view, start, stop, new, xor=None):
             while start < stop:
                 pack = packs[0]
                 if pack is None or pack.free < 1:
@@ -101,14 +125,15 @@ class BufferBook:
                     pack = packs[0] = area.open_pack()
                 n = min(stop - start, pack.free)
                 offset = pack.put(view[start : start + n])
-                extent = [start, n, pack, offset, None]
+                extent = [start, n, pack, offset, None] if xor is None else XorExtent([start, n, pack, offset, None], *xor)
                 new.append(extent)
                 pack.extents.append(extent)
                 self.staged_bytes += n
                 start += n
 
         try:
-            for key, view in buffers:
+            for key, view, *item in buffers:
+                itemsize = item[0] if item else 1
                 seen.add(key)
                 entry = self._known.get(key)
                 if entry is not None and any(e[2].error is not None for e in entry.extents):
@@ -125,9 +150,21 @@ class BufferBook:
                     indices = None
                 if not entry.extents:
                     indices = None  # never staged: all of it
+                runs = _runs(indices, self.chunk_size, len(view))
+                whole = runs == [(0, len(view))]
+                restart = entry.layered and not whole
+                if restart:  # the last extents may be XOR deltas: nothing to lay new chunks over
+                    runs, whole = [(0, len(view))], True
+                xor = None
+                # a delta only on the whole version of the commit before, never after a restart
+                may_delta = entry.xor_last and not restart
+                if whole and len(view) >= XOR_MIN and itemsize in XOR_ITEMSIZES:
+                    xor = (key, itemsize, not may_delta)
+                entry.layered = xor is not None and may_delta
+                entry.xor_last = xor is not None
                 new: list[list] = []
-                for start, stop in _runs(indices, self.chunk_size, len(view)):
-                    fill(view, start, stop, new)
+                for start, stop in runs:
+                    fill(view, start, stop, new, xor)
                 entry.extents = overlay(entry.extents, new) if entry.extents else new
                 table.append((len(view), entry.extents))
         except BaseException:

@@ -24,7 +24,9 @@ class CommitWriter:
 
     def __init__(self, store: Any, run_id: str, parent: str | None, *, staging: int = 1 << 30,
                  max_in_flight: int = 2, dirty: bool | None = None, on_result=None) -> None:
-        self.flusher = Flusher(store, run_id, parent, max_in_flight=max_in_flight, on_result=on_result)
+        # previous versions kept for XOR deltas: at most as much memory as staging
+        self.flusher = Flusher(store, run_id, parent, max_in_flight=max_in_flight, on_result=on_result,
+                               xor_memory=staging)
         self.stager = Stager(staging, dirty=dirty)
 
     @property

@@ -26,7 +26,7 @@ import xxhash
 from dart.errors import StoreError
 
 from ..store.codec import PATCH_MAX, make_patch
-from ..store.layout import FORMAT, FORMAT_PATCHED, build_index
+from ..store.layout import FORMAT, FORMAT_PATCHED, FORMAT_XOR, build_index
 
 #: Pod streams at least this long are written as a patch on their last version
 #: when that is smaller (a large object graph that changed a little).
@@ -39,6 +39,7 @@ JOURNAL_MAX = 1 << 20
 JOURNAL_SETTLE = 16 << 20
 from ..store.record import CommitRecord
 from .staging import StagedPack
+from .xordelta import XorEncoder, memory_budget
 
 log = logging.getLogger("dart")
 
@@ -109,7 +110,7 @@ class Flusher:
     """
 
     def __init__(self, store: Any, run_id: str, parent: str | None, max_in_flight: int = 2,
-                 on_result=None) -> None:
+                 on_result=None, xor_memory: int = 1 << 30) -> None:
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
         self.store = store
@@ -127,6 +128,8 @@ class Flusher:
         self._patches: dict[str, list] = {}  # content hash -> its patches, last commit
         self._versions: dict[str, tuple] = {}  # pod name -> (stream, hash) of large pods, last commit
         self._pack_bytes = 0  # written for packs since the last commit record
+        #: XOR deltas of dense buffers, and the previous versions they need (xordelta.py)
+        self.xor = XorEncoder(memory_budget(xor_memory))
         self._in_flight = 0  # submitted and not yet durable or failed
         self._seq = 0
         self._closed = False
@@ -194,6 +197,7 @@ class Flusher:
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+            self.xor.close()
             try:
                 if settle and hasattr(self.store, "settle_journal"):
                     self.store.settle_journal(self.run_id)
@@ -227,6 +231,7 @@ class Flusher:
             try:
                 cid = self._write(staged, handle)
             except Exception as exc:  # noqa: BLE001 - every failure goes to the handle
+                self.xor.reset()
                 error = exc if isinstance(exc, StoreError) else StoreError(
                     f"commit #{handle.seq} of run {self.run_id} could not be written to "
                     f"{getattr(self.store, 'location', self.store)}: {type(exc).__name__}: {exc}"
@@ -252,13 +257,14 @@ class Flusher:
     def _write_pack(self, pack: StagedPack) -> None:
         try:
             data = pack.data()
-            oid, written = self.store.put_object(data)
             for extent in pack.extents:  # each piece's own hash, for reads of part of a pack
                 extent[4] = xxhash.xxh3_64_intdigest(data[extent[3] : extent[3] + extent[1]])
+            oid, written = self.store.put_object(self.xor.encode_pack(pack, data))
             pack.oid = oid
             self._pack_bytes += written
         except Exception as exc:  # noqa: BLE001 - the commits that need it fail with it
             pack.error = exc
+            self.xor.reset()
             if self.on_result is None:  # else reported with the commit that needs it
                 log.error("dart: %d bytes of changed data of run %s could not be written: %s", pack.size, self.run_id, exc)
         finally:
@@ -333,7 +339,7 @@ class Flusher:
                             f"({pack.error or 'an earlier write failed'}); the next commit writes them again"
                         ) from pack.error
                     resolved.append([start, length, pack.oid, off, digest])
-                buffers.append((nbytes, resolved))
+                buffers.append(self.xor.row(nbytes, extents, resolved))
             index, objects, n = build_index(rows, buffers, store.put_object, by_name)
             written += n
             index_bytes = json.dumps(index, separators=(",", ":")).encode()
@@ -346,13 +352,15 @@ class Flusher:
                 **{k: v for k, v in staged.meta.items() if k != "id"},
                 parent=self._parent,
                 run=self.run_id,
-                state=_state(store, index_oid, index_bytes, objects, patched=bool(by_name)),
+                state=_state(store, index_oid, index_bytes, objects, patched=bool(by_name),
+                             layered=any(len(row) > 2 for row in buffers)),
                 bytes_written=written,
             )
             cid = store.put_commit(record)
             store.write_ref(self.ref, cid, expected=self.head)
         if small and store.journal_size(self.run_id) > JOURNAL_SETTLE:
             store.settle_journal(self.run_id)
+        self.xor.committed()
         self._pods = {digest: tuple(place) for digest, place in where.items()}
         self._patches = patches
         self._versions = {name: (stream, d) for (name, stream, _, _), d in zip(staged.pods, digests)
@@ -363,8 +371,10 @@ class Flusher:
         return cid
 
 
-def _state(store, index_oid: str, index_bytes: bytes, objects: list[str], patched: bool = False) -> dict:
-    state = {"format": FORMAT_PATCHED if patched else FORMAT, "index": index_oid, "objects": objects}
+def _state(store, index_oid: str, index_bytes: bytes, objects: list[str], patched: bool = False,
+           layered: bool = False) -> dict:
+    fmt = FORMAT_XOR if layered else FORMAT_PATCHED if patched else FORMAT
+    state = {"format": fmt, "index": index_oid, "objects": objects}
     if getattr(store, "key", None) is not None:
         state["index_mac"] = store.mac(index_bytes)
     return state

@@ -22,7 +22,7 @@ class Stager:
         ``buffers``: PickleBuffers, arrays, bytearrays): changed chunks are copied
         into packs, each handed to ``submit_pack`` as it fills."""
         numbers: dict[tuple, int] = {}
-        distinct, rows = [], []  # (key, view) of each buffer once
+        distinct, rows = [], []  # (key, view, item size) of each buffer once
         for pod in pods:
             bufs = []
             for buffer in pod.buffers:
@@ -30,7 +30,7 @@ class Stager:
                 key = buffer_key(view)
                 if key not in numbers:  # two pods over one memory: one buffer, shared again on load
                     numbers[key] = len(distinct)
-                    distinct.append((key, view))
+                    distinct.append((key, view, memoryview(buffer).itemsize))
                 bufs.append(numbers[key])
             rows.append((pod.name, pod.stream, list(pod.deps), bufs))
         table = self.book.stage(distinct, self.staging, submit_pack)
@@ -44,6 +44,8 @@ class Stager:
             return {}
         packs: dict[str, StoredPack] = {}
         for number, view in state.loaded_buffers.items():
+            if state.layered(number):
+                continue  # its extents are the base of XOR deltas: written whole at the next commit
             nbytes, extents = state.extents(number)
             for extent in extents:
                 extent[2] = packs.setdefault(extent[2], StoredPack(extent[2]))

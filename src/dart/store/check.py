@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from dart.errors import StoreError
 
 from .backend import Missing
-from .layout import object_names
+from .layout import FORMAT_XOR, XOR_CHAIN, CommitState, object_names
 from .record import CommitRecord
 
 
@@ -208,6 +208,24 @@ def _damage(store, record: CommitRecord, present: set, bad: dict, verify: bool) 
             return f"its index cannot be read ({exc})"
         if stray:
             return f"its index names object {stray[0]}, which the record does not list"
+        if record.state.get("format") == FORMAT_XOR:
+            return _xor_damage(store, record)
+    return None
+
+
+def _xor_damage(store, record: CommitRecord) -> str | None:
+    """Rebuild every buffer stored as XOR deltas (format 4): each delta must lie in
+    its object, decode, and give bytes matching its hash; the chain must not pass
+    the limit (a load would read an unbounded chain)."""
+    try:
+        state = CommitState(store, record)
+        numbers = [n for n in range(len(state.index["buffers"])) if state.layered(n)]
+        for n in numbers:
+            if len(state.index["buffers"][n][2]) > XOR_CHAIN:
+                return f"buffer {n} is stored as {len(state.index['buffers'][n][2])} XOR deltas, more than {XOR_CHAIN}"
+        state._read_buffers(numbers)
+    except (StoreError, ValueError, TypeError, IndexError) as exc:
+        return f"its XOR-delta buffers cannot be rebuilt ({getattr(exc, 'message', exc)})"
     return None
 
 

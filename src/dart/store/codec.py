@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Any, BinaryIO
 
+import numpy as np
 import xxhash
 import zstandard
 
@@ -161,3 +162,125 @@ def apply_patch(old, patch, where: str) -> bytes:
         return zstandard.ZstdDecompressor(dict_data=base, max_window_size=1 << 27).decompress(patch)
     except zstandard.ZstdError as exc:
         raise CorruptObjectError(f"{where} cannot be rebuilt from its patch ({exc})", next_step="damaged") from exc
+
+
+# -- XOR deltas: a new version of a numeric buffer against the previous one --------
+#
+# A training step changes every float of a tensor a little: the sign and exponent
+# bits (the high byte of each item) rarely change, the low mantissa bytes always do.
+# XOR with the previous version zeroes what did not change; splitting the result
+# into byte planes (every item's byte 0, then every byte 1, ...) puts the zeros
+# together where zstd finds them (docs/design.md, "XOR delta").
+
+#: XOR delta header: magic, item size (the number of byte planes), delta length;
+#: then per plane and for the tail (bytes past the last whole item): how it is
+#: stored (raw or zstd) and its stored length; then the planes and the tail.
+XOR_MAGIC = b"DXOR1"
+_XOR_HEADER = struct.Struct("<5sBQ")
+_XOR_PLANE = struct.Struct("<BQ")
+#: Planes of at least this many bytes are compressed with two zstd threads.
+XOR_THREADED = 8 << 20
+#: A plane is compressed only if a sample of it shrinks below this share: the low
+#: mantissa bytes of a float update are noise, storing them costs nothing to decide.
+XOR_PLANE_RATIO = 0.95
+_XOR_SAMPLE = 64 * 1024
+
+
+def _as_uint8(data) -> np.ndarray:
+    return np.frombuffer(byte_view(data), dtype=np.uint8)
+
+
+def _squeeze(plane: np.ndarray, level: int) -> tuple[int, bytes | np.ndarray]:
+    """(codec, bytes) of one plane: zstd if a sample says it pays, else raw."""
+    if len(plane) == 0:
+        return CODEC_RAW, plane
+    at = max(0, (len(plane) - _XOR_SAMPLE) // 2)
+    sample = plane[at : at + _XOR_SAMPLE]
+    if len(zstandard.ZstdCompressor(level=level).compress(sample)) >= XOR_PLANE_RATIO * len(sample):
+        return CODEC_RAW, plane
+    threads = 2 if len(plane) >= XOR_THREADED else 0
+    squeezed = zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True).compress(plane)
+    return (CODEC_ZSTD, squeezed) if len(squeezed) < len(plane) else (CODEC_RAW, plane)
+
+
+def xor_delta(new, old, itemsize: int, level: int = ZSTD_LEVEL) -> bytes:
+    """``new`` as a delta on ``old`` (same length): XOR of the two, split into byte
+    planes of ``itemsize`` (every item's byte 0, then every byte 1, ...), each plane
+    zstd-compressed where that pays. ``apply_xor_delta`` inverts it exactly, whatever
+    the bytes are (NaN, infinities, denormals: only bits are moved)."""
+    return b"".join(xor_delta_parts(new, old, itemsize, level))
+
+
+def xor_delta_parts(new, old, itemsize: int, level: int = ZSTD_LEVEL) -> list:
+    """``xor_delta`` as the list of its pieces (not joined: the caller joins them
+    with its own)."""
+    a, b = _as_uint8(new), _as_uint8(old)
+    if len(a) != len(b):
+        raise ValueError(f"an XOR delta needs versions of one length, not {len(a)} and {len(b)} bytes")
+    if not 1 <= itemsize <= 255:
+        raise ValueError(f"item size {itemsize} is not between 1 and 255")
+    diff = np.bitwise_xor(a, b)
+    whole = len(diff) - len(diff) % itemsize
+    items = diff[:whole].reshape(-1, itemsize)
+    pieces = [_squeeze(np.ascontiguousarray(items[:, i]), level) for i in range(itemsize)]
+    pieces.append((CODEC_RAW, diff[whole:]))
+    table = b"".join(_XOR_PLANE.pack(codec, len(body)) for codec, body in pieces)
+    return [_XOR_HEADER.pack(XOR_MAGIC, itemsize, len(a)), table, *(memoryview(body) for _, body in pieces)]
+
+
+def _xor_layout(view: memoryview) -> tuple[int, int, list[tuple[int, int, int]]]:
+    """(item size, length, [(codec, start, stored length)] of the planes and tail)."""
+    if view.nbytes < _XOR_HEADER.size or bytes(view[:5]) != XOR_MAGIC:
+        raise CorruptObjectError("an XOR delta has a bad or truncated header", next_step="damaged")
+    _, itemsize, length = _XOR_HEADER.unpack(view[: _XOR_HEADER.size])
+    at = _XOR_HEADER.size + (itemsize + 1) * _XOR_PLANE.size
+    if itemsize < 1 or at > view.nbytes:
+        raise CorruptObjectError("an XOR delta has a bad or truncated header", next_step="damaged")
+    planes = []
+    for i in range(itemsize + 1):
+        codec, stored = _XOR_PLANE.unpack_from(view, _XOR_HEADER.size + i * _XOR_PLANE.size)
+        planes.append((codec, at, stored))
+        at += stored
+    if at != view.nbytes:
+        raise CorruptObjectError(f"an XOR delta holds {view.nbytes} bytes, its header says {at}", next_step="damaged")
+    return itemsize, length, planes
+
+
+def xor_delta_length(delta) -> int:
+    """The length of the versions an XOR delta is between (its header, checked)."""
+    return _xor_layout(byte_view(delta))[1]
+
+
+def apply_xor_delta(target, delta, where: str) -> None:
+    """Turn ``target`` (a writable buffer holding the old version) into the new one."""
+    out = _as_uint8(target)
+    view = byte_view(delta)
+    try:
+        itemsize, length, planes = _xor_layout(view)
+    except CorruptObjectError as exc:
+        raise CorruptObjectError(f"{where}: {exc.message}", next_step="damaged") from None
+    if length != len(out):
+        raise CorruptObjectError(f"{where}: its XOR delta is for {length} bytes, not {len(out)}", next_step="damaged")
+    whole = length - length % itemsize
+    sizes = [whole // itemsize] * itemsize + [length - whole]
+    diff = np.empty(length, dtype=np.uint8)
+    items = diff[:whole].reshape(-1, itemsize)
+    for i, ((codec, at, stored), size) in enumerate(zip(planes, sizes)):
+        body = view[at : at + stored]
+        if codec == CODEC_ZSTD:
+            try:
+                body = zstandard.ZstdDecompressor().decompress(body, max_output_size=size)
+            except zstandard.ZstdError as exc:
+                raise CorruptObjectError(f"{where} cannot be rebuilt from its XOR delta ({exc})",
+                                         next_step="damaged") from exc
+        elif codec != CODEC_RAW:
+            raise CorruptObjectError(f"{where}: its XOR delta has a plane of unknown codec {codec}", next_step="damaged")
+        if len(body) != size:
+            raise CorruptObjectError(f"{where}: plane {i} of its XOR delta holds {len(body)} bytes, not {size}",
+                                     next_step="damaged")
+        plane = np.frombuffer(body, dtype=np.uint8)
+        if i < itemsize:
+            items[:, i] = plane
+        else:
+            diff[whole:] = plane
+    np.bitwise_xor(out, diff, out=out)

@@ -21,6 +21,16 @@ starts from, and ``"patches": {name: [[obj, offset, length], ...]}`` lists the
 patches to apply in order (``codec.make_patch``, zstd with the previous version as
 dictionary); the rebuilt stream is checked against the row's hash.
 
+A numeric buffer rewritten everywhere at each commit (a tensor after a training
+step) may be stored as XOR deltas on an earlier version (format 4,
+``flush/xordelta.py``): its row is ``[nbytes, extents, layers]``, the extents give
+the whole version the chain starts from and each layer (one per commit, oldest
+first, at most 8) is ``[[start, length, obj, offset, delta length, xxh3-64], ...]``:
+bytes ``offset..offset + delta length`` of the object are a ``codec.xor_delta``
+turning ``start..start + length`` of the buffer into its next version, whose
+hash is the last field (so a delta is read by a range read, checked by the hash
+of what it gives).
+
 Reading: a pack that is compressed, or of which nearly all bytes are needed, is read
 whole and checked against its id; a buffer that is one whole extent of it is a
 slice of it (no copy). Otherwise each extent is read where it lies and checked
@@ -37,14 +47,19 @@ import xxhash
 
 from dart.errors import CorruptObjectError, StoreError
 
-from .codec import apply_patch
+from .codec import apply_patch, apply_xor_delta
 from .sign import matches
 
 FORMAT = 2
 #: Format of a commit with patched pods (``"patches"`` in its index); a reader of
 #: format 2 alone would take a patched pod's base for the pod, so it must refuse.
 FORMAT_PATCHED = 3
-FORMATS = (FORMAT, FORMAT_PATCHED)
+#: Format of a commit with buffers stored as XOR deltas (rows with layers); a reader
+#: of format 3 would take the chain's base for the buffer, so it must refuse.
+FORMAT_XOR = 4
+#: At most this many XOR delta layers on one whole version (a load applies them all).
+XOR_CHAIN = 8
+FORMATS = (FORMAT, FORMAT_PATCHED, FORMAT_XOR)
 INLINE_EXTENTS = 64  #: more extents than this go to a manifest object
 #: A raw object of which at least this share is needed is read whole (one read,
 #: one hash); below it, only the needed extents are read, each checked on its own.
@@ -171,7 +186,7 @@ class CommitState:
     def _extents(self, number: int) -> tuple[int, list[str], np.ndarray]:
         if number in self._plans:  # read once (a manifest is an object of its own)
             return self._plans[number]
-        nbytes, spec = self.index["buffers"][number]
+        nbytes, spec = self.index["buffers"][number][:2]
         if isinstance(spec, str):
             oids, table = decode_manifest(self.store.get_object(spec), spec)
         else:
@@ -204,6 +219,13 @@ class CommitState:
             if self.progress is not None:
                 self.progress(done, total)
 
+        layers = {n: self.index["buffers"][n][2] for n in numbers if len(self.index["buffers"][n]) > 2}
+        for chain in layers.values():  # deltas: read where they lie unless their object is read whole
+            for layer in chain:
+                for _, _, obj, _, dlen, _ in layer:
+                    oid = self._object(obj, number=None)
+                    need[oid] = need.get(oid, 0) + dlen
+        total = sum(need.values())
         for oid, n in need.items():
             codec, length = self.store.object_header(oid)
             # Read whole what cannot be read in part (compressed, or a piece with no
@@ -213,7 +235,7 @@ class CommitState:
                 advance(n)
         out = {}
         for number, (nbytes, oids, table) in plans.items():
-            if len(table) == 1 and oids[table[0][2]] in whole:
+            if len(table) == 1 and oids[table[0][2]] in whole and number not in layers:
                 start, length, obj, offset, _ = (int(v) for v in table[0])
                 out[number] = memoryview(whole[oids[obj]])[offset : offset + length]  # no copy
                 continue
@@ -231,9 +253,48 @@ class CommitState:
                             next_step="damaged",
                         )
                     advance(length)
+            if number in layers:
+                self._apply_layers(number, view, layers[number], whole, advance)
             out[number] = view
         self.loaded_buffers.update(out)
         return out
+
+    def _object(self, obj, number) -> str:
+        if not isinstance(obj, int) or not 0 <= obj < len(self.objects):
+            raise CorruptObjectError(f"the index of commit {self.record.short} names object number {obj!r}, "
+                                     "which it does not list", next_step="damaged")
+        return self.objects[obj]
+
+    def _apply_layers(self, number: int, view: memoryview, chain: list, whole: dict, advance=None) -> None:
+        """Turn buffer ``number``'s chain base (in ``view``) into its version at this
+        commit, one XOR delta layer at a time, each piece checked against its hash."""
+        nbytes = len(view)
+        for depth, layer in enumerate(chain, start=1):
+            for start, length, obj, offset, dlen, digest in layer:
+                oid = self._object(obj, number)
+                where = (f"buffer {number} of commit {self.record.short} (bytes {start}..{start + length}, "
+                         f"delta {depth} of {len(chain)})")
+                size = len(whole[oid]) if oid in whole else self.store.object_header(oid)[1]
+                if not (0 <= start and start + length <= nbytes and 0 <= offset and offset + dlen <= size):
+                    raise CorruptObjectError(f"{where}: its XOR delta lies outside its object or buffer",
+                                             next_step="damaged")
+                if oid in whole:
+                    delta = memoryview(whole[oid])[offset : offset + dlen]
+                else:  # not checked on its own: the result's hash below checks it
+                    delta = memoryview(bytearray(dlen))
+                    self.store.read_object_range(oid, offset, delta)
+                    if advance is not None:
+                        advance(dlen)
+                piece = view[start : start + length]
+                apply_xor_delta(piece, delta, where)
+                if xxhash.xxh3_64_intdigest(piece) != digest:
+                    raise CorruptObjectError(f"{where} does not match its hash once its XOR delta is applied",
+                                             next_step="damaged")
+
+    def layered(self, number: int) -> bool:
+        """Whether buffer ``number`` is stored as XOR deltas on an earlier version
+        (its ``extents`` are then that version's, not this commit's)."""
+        return len(self.index["buffers"][number]) > 2
 
     def extents(self, number: int) -> tuple[int, list[list]]:
         """(nbytes, [[start, length, object id, offset, xxh3-64 or 0]]) of a buffer."""
@@ -276,7 +337,7 @@ def build_index(pods: list, buffers: list, put_object, patches: dict | None = No
     needed = set(objects)
     written = 0
     buffer_rows = []
-    for nbytes, extents in buffers:
+    for nbytes, extents, *layers in buffers:
         if len(extents) > INLINE_EXTENTS:
             local: dict[str, int] = {}
             rows = [[s, n, local.setdefault(oid, len(local)), off, h or 0] for s, n, oid, off, h in extents]
@@ -287,6 +348,9 @@ def build_index(pods: list, buffers: list, put_object, patches: dict | None = No
             buffer_rows.append([nbytes, moid])
         else:
             buffer_rows.append([nbytes, [[s, n, number(oid), off, h or 0] for s, n, oid, off, h in extents]])
+        if layers and layers[0]:  # XOR deltas on the extents' version (flush/xordelta.py)
+            buffer_rows[-1].append([[[s, n, number(oid), off, dn, h] for s, n, oid, off, dn, h in layer]
+                                    for layer in layers[0]])
     needed.update(objects)
     index = {"objects": objects, "pods": pod_rows, "buffers": buffer_rows}
     if patch_rows:
