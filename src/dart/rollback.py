@@ -453,8 +453,12 @@ class _Shadowed:
         head, tail = self.bounds
         self.flat[:head] = mark.edges[0]
         self.flat[tail:] = mark.edges[1]
-        if mark.saved and self.mode == "dirty":
-            self._changed()  # protect the pages the undo log wrote again: they equal the shadow
+        if mark.saved or self.mode == "hash":
+            # the tracker must hold the restored state, not the block's: dirty pages, the
+            # undo log's pages are protected again (they equal the shadow); a hash tracker
+            # scanned the block's bytes to find the pages, so it hashes once more, or a
+            # later write of the block's values to a restored page would go unseen
+            self._changed()
 
     def commit(self, txn):
         mark = self._pop(txn)
