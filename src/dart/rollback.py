@@ -351,6 +351,7 @@ class _Shadowed:
         self.marks: list[_Mark] = []
         self.tracker = None
         self.mode = "dirty"
+        self.restored = None  # hash mode: pages the last rollback wrote (see _changed)
         if pages and available():
             try:
                 self.tracker = DirtyTracker(self.mid, PAGE)
@@ -380,10 +381,14 @@ class _Shadowed:
 
     def _changed(self):
         if self.mode == "dirty":
-            pages = self.tracker.changed()
-        else:
-            pages = self.tracker.changed(self.mid)
-        return self.np.asarray(pages, dtype=self.np.intp)
+            return self.np.asarray(self.tracker.changed(), dtype=self.np.intp)
+        pages = self.np.asarray(self.tracker.changed(self.mid), dtype=self.np.intp)
+        if self.restored is not None:
+            # the hash tracker's fingerprints are of the bytes a rollback replaced: the pages
+            # it restored count as changed once, or writing the block's values back to one
+            # would go unseen
+            pages, self.restored = self.np.union1d(pages, self.restored), None
+        return pages
 
     def _edges(self):
         head, tail = self.bounds
@@ -397,8 +402,8 @@ class _Shadowed:
             try:
                 self.tracker.save_written(self.shadow)  # scan, re-protect, copy: one native call
             except DeltaError:
-                self._lost_tracking()
                 self.np.copyto(self.shadow, self.mid)
+                self._lost_tracking()
             return
         pages = self._changed()
         if not len(pages):
@@ -419,16 +424,18 @@ class _Shadowed:
                 # protects them again, so the copy takes no write faults
                 self.tracker.restore_written(self.mid, self.shadow)
             except DeltaError:
-                self._lost_tracking()
                 self.np.copyto(self.mid, self.shadow)
+                self._lost_tracking()
             return
         pages = self._changed()
         if len(pages):
             self.mid[pages] = self.shadow[pages]
+            self.restored = pages
 
     def _lost_tracking(self):
         """The kernel stopped tracking the pages (they were unmapped and mapped again, a
-        scan failed): hash from now on; the caller copies the whole buffer once."""
+        scan failed): hash from now on, starting from the bytes there now (the caller
+        has just copied the whole buffer one way or the other)."""
         self.tracker.close()
         self.mode = "hash"
         self.tracker = ChunkTracker(self.mid.nbytes, PAGE, "hash")
@@ -453,12 +460,11 @@ class _Shadowed:
         head, tail = self.bounds
         self.flat[:head] = mark.edges[0]
         self.flat[tail:] = mark.edges[1]
-        if mark.saved or self.mode == "hash":
-            # the tracker must hold the restored state, not the block's: dirty pages, the
-            # undo log's pages are protected again (they equal the shadow); a hash tracker
-            # scanned the block's bytes to find the pages, so it hashes once more, or a
-            # later write of the block's values to a restored page would go unseen
-            self._changed()
+        if mark.saved and self.mode == "dirty":
+            self._changed()  # protect the pages the undo log wrote again: they equal the shadow
+        elif mark.saved:
+            undone = self.np.concatenate([index for index, _ in mark.saved])
+            self.restored = undone if self.restored is None else self.np.union1d(self.restored, undone)
 
     def commit(self, txn):
         mark = self._pop(txn)
