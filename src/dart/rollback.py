@@ -363,8 +363,10 @@ class _Shadowed:
         self._changed()  # primes the tracker: every page
         # the one full copy, into plain anonymous memory: NumPy would advise huge pages
         # for it, and with THP defrag=madvise each fault then waits for compaction (4x
-        # slower measured here)
-        self._memory = mmap.mmap(-1, max(pages * PAGE, PAGE))
+        # slower measured here); MAP_POPULATE faults it in inside the kernel, in one go
+        # (1 GiB: 0.9 s instead of 1.4 s of first-touch faults from the copy)
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+        self._memory = mmap.mmap(-1, max(pages * PAGE, PAGE), flags=flags)
         self.shadow = np.frombuffer(self._memory, dtype=np.uint8)[: pages * PAGE].reshape(pages, PAGE)
         np.copyto(self.shadow, self.mid)
 
