@@ -149,6 +149,40 @@ def test_a_buffer_off_page_boundaries_rolls_back_bit_identical(tracking, lead):
     assert _modes() == {tracking}
 
 
+def test_rollback_survives_the_kernel_losing_track_of_the_pages():
+    # pages mapped anew under the tracker (MAP_FIXED over part of the array) are no
+    # longer write-protected: the native restore refuses (EPERM), the whole shadow is
+    # copied back instead and the buffer goes on with the hash tracker
+    if not available():
+        pytest.skip(f"no kernel dirty-page tracking here: {available().reason}")
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    map_fixed = 0x10  # Linux; the mmap module does not export it
+    rollback.release_shadows()
+    a = np.random.default_rng(3).standard_normal(BIG)
+    before = a.copy()
+    start = (a.ctypes.data + 8 * 4096) // 4096 * 4096  # whole pages well inside the array
+    with pytest.raises(Boom):
+        with dart.transaction():
+            a[:100] = 1
+            got = libc.mmap(start, 4 * 4096, mmap.PROT_READ | mmap.PROT_WRITE,
+                            mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | map_fixed, -1, 0)
+            assert got == start, ctypes.get_errno()
+            raise Boom
+    assert a.tobytes() == before.tobytes()
+    assert rollback._shadows[(a.ctypes.data, a.nbytes)].mode == "hash"
+    with pytest.raises(Boom):  # and it goes on working
+        with dart.transaction():
+            a[-5:] = 0
+            raise Boom
+    assert a.tobytes() == before.tobytes()
+    rollback.release_shadows()
+
+
 def test_torch_in_place_mutation_and_metadata_roll_back():
     w = torch.randn(300, 400)
     b = torch.zeros(3)
