@@ -45,7 +45,7 @@ cdef extern from "delta.h" nogil:
     int dart_delta_dirty_open(dart_delta_dirty *t, const void *addr, size_t len)
     long long dart_delta_dirty_scan(dart_delta_dirty *t)
     long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
-                                    const void *shadow)
+                                    void *shadow)
     long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbytes,
                                        const void *shadow)
     long long dart_delta_dirty_mark_chunks(const dart_delta_dirty *t, const void *addr,

@@ -459,7 +459,7 @@ static long long copy_ranges(const dart_delta_dirty *t, uintptr_t addr, size_t n
 }
 
 long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
-                                const void *shadow) {
+                                void *shadow) {
     if (nbytes && (addr == NULL || shadow == NULL)) return DART_DELTA_EINVAL;
     long long rc = dart_delta_dirty_scan(t);
     if (rc < 0) return rc;
@@ -577,7 +577,7 @@ long long dart_delta_dirty_scan(dart_delta_dirty *t) {
     return DART_DELTA_EINVAL;
 }
 long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
-                                const void *shadow) {
+                                void *shadow) {
     (void)t;
     (void)addr;
     (void)nbytes;

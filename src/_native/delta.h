@@ -125,7 +125,7 @@ long long dart_delta_dirty_scan(dart_delta_dirty *t);
  * written ranges. Errors: as dart_delta_dirty_scan; DART_DELTA_EINVAL (NULL shadow with
  * nbytes > 0). */
 long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
-                                const void *shadow);
+                                void *shadow);
 
 /* dart_delta_dirty_restore: the rollback. Lists the pages written since the last scan
  * WITHOUT protecting them, copies them back from shadow into the buffer (no fault: they
@@ -135,9 +135,9 @@ long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
  * Races (another thread writing the buffer meanwhile): a page first written between the
  * listing and the re-protect walk shows up in that walk and is unprotected again, so the
  * next scan reports it. A write to a page of the list that lands after the page's copy
- * and before the walk protects it is not seen by the tracker; such a write races with the
- * restore of its own bytes, which the caller must exclude (dart.rollback: a buffer is
- * restored only by the context whose transactions hold it).
+ * and before the walk protects it is not seen by the tracker (it then believes the page
+ * equals the shadow); such a write races with the restore of its own bytes anyway, which
+ * value stays being up to timing (docs/delta.md, "Copying the written pages").
  * Errors: as dart_delta_dirty_scan; DART_DELTA_EINVAL (NULL shadow with nbytes > 0). On an
  * error after the copy began, the buffer holds some restored pages and the tracker must be
  * closed (the failing call is named in t->failed). */
