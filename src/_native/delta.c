@@ -498,6 +498,28 @@ long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbyte
             at = gap_end;
         }
     }
+    /* a page of the list that another thread wrote after its copy was writable until the
+     * walk, and the walk took that write for the restore's own: compare the restored
+     * bytes with the shadow (hot in cache now) and unprotect the pages that differ */
+    uint64_t a = (uint64_t)(uintptr_t)addr, b = a + nbytes;
+    const uint8_t *sh = (const uint8_t *)shadow;
+    for (size_t r = 0; r < t->nranges; r++) {
+        uint64_t s = t->ranges[2 * r] > a ? t->ranges[2 * r] : a;
+        uint64_t e = t->ranges[2 * r + 1] < b ? t->ranges[2 * r + 1] : b;
+        if (s >= e || memcmp((const void *)(uintptr_t)s, sh + (s - a), (size_t)(e - s)) == 0) continue;
+        for (uint64_t p = s; p < e;) {
+            uint64_t page = p & ~(uint64_t)(t->page_size - 1), next = page + t->page_size;
+            uint64_t n = (next < e ? next : e) - p;
+            if (memcmp((const void *)(uintptr_t)p, sh + (p - a), (size_t)n) != 0) {
+                struct uffdio_writeprotect wp = {.range = {.start = page, .len = t->page_size}, .mode = 0};
+                if (ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+                    t->failed = "UFFDIO_WRITEPROTECT(unprotect)";
+                    return DART_DELTA_ESYS;
+                }
+            }
+            p += n;
+        }
+    }
     return copied;
 }
 

@@ -208,3 +208,45 @@ def test_a_page_another_thread_writes_during_a_restore_is_reported_next():
         assert differs <= reported, sorted(differs - reported)[:10]
     del a, whole
     m.close()
+
+
+def test_a_restored_page_another_thread_writes_again_is_reported_next():
+    # The writer hammers the very pages being restored. A write that lands after its
+    # page's copy and before the re-protect walk looks like the restore's own write to
+    # the kernel; the restore compares what it copied with the shadow afterwards, so such
+    # a page is reported by the next scan instead of being taken for equal to the shadow.
+    nbytes = 16 << 20
+    m, whole, a = _region(0, nbytes)
+    with DirtyTracker(a, P) as t:
+        t.changed()
+        shadow = a.copy()
+        stop = threading.Event()
+        running = threading.Lock()  # held by the writer while it writes; main takes it to look
+
+        def hammer():
+            rng = np.random.default_rng(7)
+            while not stop.is_set():
+                with running:
+                    for page in rng.integers(0, nbytes // P, 64).tolist():
+                        a[page * P + 3] ^= 0x55
+
+        running.acquire()
+        writer = threading.Thread(target=hammer)
+        writer.start()
+        try:
+            for round_ in range(30):
+                a[::P] ^= 0x0F  # every page: the restore copies all of them
+                running.release()  # the writer runs while the restore has the GIL released
+                t.restore_written(a, shadow)
+                running.acquire()
+                differs = {int(p) for p in np.flatnonzero((a != shadow).reshape(-1, P).any(axis=1))}
+                t.changed()
+                reported = _range_pages(t.written_ranges(), 0)
+                assert differs <= reported, (round_, sorted(differs - reported)[:10])
+        finally:
+            stop.set()
+            if running.locked():
+                running.release()
+            writer.join()
+    del a, whole
+    m.close()
