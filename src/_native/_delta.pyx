@@ -610,9 +610,10 @@ cdef class DirtyTracker:
         buffer of the tracked buffer's size) into buffer (the tracked one, writable),
         with the GIL released, then protect them again; returns the bytes copied.
         written_ranges() then lists the restored ranges. The pages are listed without
-        protection and protected after the copy, so the copy takes no write fault; a page
-        another thread first writes meanwhile stays reported for the next call (a write
-        to a page being restored, after its copy, is not: it races with the restore)."""
+        protection and protected after the copy, so the copy takes no write fault. A page
+        another thread writes meanwhile stays reported for the next call: one first
+        written during the restore is unprotected again after the walk, and one written
+        after its copy is found by comparing the restored pages with the shadow."""
         cdef Py_buffer bview, sview
         cdef long long rc = 0
         cdef int err = 0

@@ -135,9 +135,10 @@ long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
  * Races (another thread writing the buffer meanwhile): a page first written between the
  * listing and the re-protect walk shows up in that walk and is unprotected again, so the
  * next scan reports it. A write to a page of the list that lands after the page's copy
- * and before the walk protects it is not seen by the tracker (it then believes the page
- * equals the shadow); such a write races with the restore of its own bytes anyway, which
- * value stays being up to timing (docs/delta.md, "Copying the written pages").
+ * and before the walk protects it looks like the restore's own write to the kernel: after
+ * the walk the restored bytes are compared with the shadow, and pages that differ are
+ * unprotected again, so the next scan reports them too. (Which value such a write leaves
+ * is up to timing: it races with the restore of its own bytes.)
  * Errors: as dart_delta_dirty_scan; DART_DELTA_EINVAL (NULL shadow with nbytes > 0). On an
  * error after the copy began, the buffer holds some restored pages and the tracker must be
  * closed (the failing call is named in t->failed). */
