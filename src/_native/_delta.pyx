@@ -47,7 +47,7 @@ cdef extern from "delta.h" nogil:
     long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
                                     void *shadow)
     long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbytes,
-                                       const void *shadow)
+                                       const void *shadow, int compare)
     long long dart_delta_dirty_mark_chunks(const dart_delta_dirty *t, const void *addr,
                                            size_t nbytes, size_t chunk_size, uint8_t *changed)
     void dart_delta_dirty_close(dart_delta_dirty *t)
@@ -605,7 +605,7 @@ cdef class DirtyTracker:
         finally:
             PyBuffer_Release(&sview)
 
-    def restore_written(self, buffer, shadow):
+    def restore_written(self, buffer, shadow, bint compare=True):
         """The rollback: copy the pages written since the last call back from shadow (a
         buffer of the tracked buffer's size) into buffer (the tracked one, writable),
         with the GIL released, then protect them again; returns the bytes copied.
@@ -613,7 +613,9 @@ cdef class DirtyTracker:
         protection and protected after the copy, so the copy takes no write fault. A page
         another thread writes meanwhile stays reported for the next call: one first
         written during the restore is unprotected again after the walk, and one written
-        after its copy is found by comparing the restored pages with the shadow."""
+        after its copy is found by comparing the restored pages with the shadow.
+        compare=False skips that comparison (about half the cost): for a caller that
+        knows no other thread can write the buffer meanwhile."""
         cdef Py_buffer bview, sview
         cdef long long rc = 0
         cdef int err = 0
@@ -625,7 +627,8 @@ cdef class DirtyTracker:
                 self._check_same(&bview)
                 if self.nbytes:
                     with nogil:
-                        rc = dart_delta_dirty_restore(&self.t, bview.buf, self.nbytes, sview.buf)
+                        rc = dart_delta_dirty_restore(&self.t, bview.buf, self.nbytes, sview.buf,
+                                                      compare)
                         err = errno
                 if rc < 0:
                     self._raise_copy(rc, err, "restoring written pages")

@@ -467,7 +467,7 @@ long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
 }
 
 long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbytes,
-                                   const void *shadow) {
+                                   const void *shadow, int compare) {
     if (nbytes && (addr == NULL || shadow == NULL)) return DART_DELTA_EINVAL;
     /* list without protecting: the copy below then writes pages that take no fault */
     long long rc = walk_written(t, 0, &t->ranges, &t->nranges, &t->ranges_cap);
@@ -503,7 +503,7 @@ long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbyte
      * bytes with the shadow (hot in cache now) and unprotect the pages that differ */
     uint64_t a = (uint64_t)(uintptr_t)addr, b = a + nbytes;
     const uint8_t *sh = (const uint8_t *)shadow;
-    for (size_t r = 0; r < t->nranges; r++) {
+    for (size_t r = 0; compare && r < t->nranges; r++) {
         uint64_t s = t->ranges[2 * r] > a ? t->ranges[2 * r] : a;
         uint64_t e = t->ranges[2 * r + 1] < b ? t->ranges[2 * r + 1] : b;
         if (s >= e || memcmp((const void *)(uintptr_t)s, sh + (s - a), (size_t)(e - s)) == 0) continue;
@@ -607,7 +607,8 @@ long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
     return DART_DELTA_EINVAL;
 }
 long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbytes,
-                                   const void *shadow) {
+                                   const void *shadow, int compare) {
+    (void)compare;
     (void)t;
     (void)addr;
     (void)nbytes;

@@ -137,13 +137,15 @@ long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
  * next scan reports it. A write to a page of the list that lands after the page's copy
  * and before the walk protects it looks like the restore's own write to the kernel: after
  * the walk the restored bytes are compared with the shadow, and pages that differ are
- * unprotected again, so the next scan reports them too. (Which value such a write leaves
- * is up to timing: it races with the restore of its own bytes.)
+ * unprotected again (only with compare != 0: the compare reads the restored bytes twice
+ * more, about doubling the cost; a caller that knows no other thread runs passes 0), so
+ * the next scan reports them too. (Which value such a write leaves is up to timing: it
+ * races with the restore of its own bytes.)
  * Errors: as dart_delta_dirty_scan; DART_DELTA_EINVAL (NULL shadow with nbytes > 0). On an
  * error after the copy began, the buffer holds some restored pages and the tracker must be
  * closed (the failing call is named in t->failed). */
 long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbytes,
-                                   const void *shadow);
+                                   const void *shadow, int compare);
 
 /* dart_delta_dirty_mark_chunks: changed[i] = 1 for every chunk of the buffer at
  * [addr, addr + nbytes) that overlaps a range of the last scan, else 0. Returns the

@@ -423,8 +423,10 @@ class _Shadowed:
         if self.mode == "dirty":
             try:
                 # lists the written pages, copies them back without the GIL and only then
-                # protects them again, so the copy takes no write faults
-                self.tracker.restore_written(self.mid, self.shadow)
+                # protects them again, so the copy takes no write faults. With other threads
+                # about, it also compares the restored pages with the shadow (about twice
+                # the cost), to catch a page another thread wrote right after its copy
+                self.tracker.restore_written(self.mid, self.shadow, compare=threading.active_count() > 1)
             except DeltaError:
                 self.np.copyto(self.mid, self.shadow)
                 self._lost_tracking()
