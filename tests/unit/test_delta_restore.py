@@ -32,12 +32,9 @@ def _region(lead: int, nbytes: int):
 
 
 def _pages(spans, lead):
-    """Indexes (in the mapping) of the pages holding the bytes of (offset, length) spans."""
+    """Indexes (in the mapping) of the pages holding the bytes of (offset, length) spans
+    (the spans a block wrote, or the ranges a tracker reported)."""
     return {p for off, n in spans for p in range((lead + off) // P, (lead + off + n - 1) // P + 1)}
-
-
-def _range_pages(ranges, lead):
-    return _pages(ranges, lead)
 
 
 @st.composite
@@ -85,17 +82,17 @@ def test_restore_written_puts_back_exactly_the_shadow(layout, seed, compare):
         if outside:  # the buffer's first and last pages, where it shares them
             written |= ({0} if lead else set()) | ({(lead + nbytes - 1) // P} if (lead + nbytes) % P else set())
         # the kernel reports exactly the pages written (no other writer here)
-        assert _range_pages(ranges, lead) == written
+        assert _pages(ranges, lead) == written
         # protected again after the copy: nothing is reported, and new writes are
         assert t.changed() == []
         x, y = (int(v) for v in rng.integers(0, nbytes, 2))
         a[x] ^= 1
         assert t.restore_written(a, shadow, compare=compare) > 0  # the next restore puts it back
         assert a.tobytes() == shadow.tobytes()
-        assert _range_pages(t.written_ranges(), lead) == {(lead + x) // P}
+        assert _pages(t.written_ranges(), lead) == {(lead + x) // P}
         a[y] ^= 1
         t.changed()
-        assert _range_pages(t.written_ranges(), lead) == {(lead + y) // P}
+        assert _pages(t.written_ranges(), lead) == {(lead + y) // P}
     del a, whole
     m.close()
 
@@ -204,7 +201,7 @@ def test_a_page_another_thread_writes_during_a_restore_is_reported_next():
             writer.join()
         differs = {int(p) for p in np.flatnonzero((a != shadow).reshape(-1, P).any(axis=1))}
         t.changed()
-        reported = _range_pages(t.written_ranges(), 0)
+        reported = _pages(t.written_ranges(), 0)
         assert differs <= reported, sorted(differs - reported)[:10]
     del a, whole
     m.close()
@@ -241,7 +238,7 @@ def test_a_restored_page_another_thread_writes_again_is_reported_next():
                 running.acquire()
                 differs = {int(p) for p in np.flatnonzero((a != shadow).reshape(-1, P).any(axis=1))}
                 t.changed()
-                reported = _range_pages(t.written_ranges(), 0)
+                reported = _pages(t.written_ranges(), 0)
                 assert differs <= reported, (round_, sorted(differs - reported)[:10])
         finally:
             stop.set()
