@@ -3,7 +3,7 @@ commit-exit and rollback, as ratios to copy.deepcopy of the state and to a memcp
 whole state (both measured in the same run), and rollback against a memcpy of just the
 changed bytes.
 
-    python benchmarks/bench_transaction.py [--gib 1] [--fraction 0.01] [--repeats 5]
+    python benchmarks/bench_transaction.py [--gib 1] [--fraction 0.01] [--repeats 5] [--aligned]
 
 The state is one float32 array of 4 KiB rows plus a dict and a list around it; the block
 adds 1 to a random `fraction` of the rows, in place. Entry is measured twice: the first
@@ -12,12 +12,18 @@ transaction to reach the array (it makes the shadow: one full copy) and a steady
 trackers are measured: kernel dirty pages (where available) and hashing.
 
 Targets (issue 12): steady entry <= 0.05x memcpy; rollback <= 2x the changed bytes' memcpy.
+
+A NumPy array starts 16 bytes into a page, so each changed 4 KiB row dirties two pages
+and the rollback copies about twice the changed bytes; `--aligned` puts the rows on page
+boundaries (the array over an mmap) to show the cost apart from that. The rollback line
+also gives the bytes it copied (the pages the tracker reported).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import mmap
 import os
 import statistics
 import sys
@@ -66,7 +72,7 @@ def measure(state, rows, fraction, repeats, rng):
     txn.__exit__(None, None, None)
     mode = next(iter(rollback._shadows.values())).mode
 
-    steady, commit_exit, rolled = [], [], []
+    steady, commit_exit, rolled, copied = [], [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         txn = enter()  # the previous transaction changed `fraction` of the rows
@@ -84,9 +90,13 @@ def measure(state, rows, fraction, repeats, rng):
         t0 = time.perf_counter()
         txn.__exit__(Injected, exc, None)
         rolled.append(time.perf_counter() - t0)
+        shadow = next(iter(rollback._shadows.values()))
+        if shadow.mode == "dirty":
+            copied.append(sum(n for _, n in shadow.tracker.written_ranges()))
         assert np.array_equal(weights[:2048], before)
         change()  # between transactions: the next entry picks these rows up
-    return mode, first_entry, statistics.median(steady), statistics.median(commit_exit), statistics.median(rolled), k
+    return (mode, first_entry, statistics.median(steady), statistics.median(commit_exit), statistics.median(rolled),
+            statistics.median(copied) if copied else None)
 
 
 def main():
@@ -94,12 +104,18 @@ def main():
     ap.add_argument("--gib", type=float, default=1.0)
     ap.add_argument("--fraction", type=float, default=0.01)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--aligned", action="store_true", help="rows on page boundaries (the array over an mmap)")
     args = ap.parse_args()
 
     nbytes = int(args.gib * (1 << 30)) // ROW * ROW
     rows = nbytes // ROW
     rng = np.random.default_rng(0)
-    weights = np.ones((rows, ROW // 4), dtype=np.float32)
+    if args.aligned:
+        memory = mmap.mmap(-1, nbytes)
+        weights = np.frombuffer(memory, dtype=np.float32).reshape(rows, ROW // 4)
+        weights[...] = 1
+    else:
+        weights = np.ones((rows, ROW // 4), dtype=np.float32)
     state = {"weights": weights, "meta": {"step": 0, "names": [f"layer{i}" for i in range(100)]}, "log": list(range(1000))}
 
     dst = np.empty_like(weights)
@@ -113,7 +129,7 @@ def main():
 
     print(f"state {nbytes / (1 << 30):.2f} GiB, {args.fraction:.1%} of the {rows} rows changed per block "
           f"({k * ROW / (1 << 20):.1f} MiB); load {os.getloadavg()[0]:.1f}; Python {sys.version.split()[0]}; "
-          f"dirty tracking: {available().reason or 'yes'}")
+          f"dirty tracking: {available().reason or 'yes'}; rows {'page aligned' if args.aligned else 'as NumPy allocates them'}")
     print(f"baselines: memcpy {memcpy * 1e3:.1f} ms, copy.deepcopy {deepcopy * 1e3:.1f} ms, "
           f"memcpy of the changed bytes {changed_memcpy * 1e3:.2f} ms")
     modes = [None] if available() else []
@@ -123,14 +139,16 @@ def main():
         if forced is not None:
             rollback.available = forced
         try:
-            mode, first, steady, commit_exit, rolled, _ = measure(state, rows, args.fraction, args.repeats, rng)
+            mode, first, steady, commit_exit, rolled, copied = measure(state, rows, args.fraction, args.repeats, rng)
         finally:
             rollback.available = real
         print(f"\n[{mode}] tracker")
         for name, t in (("first entry (makes the shadow)", first), ("steady entry", steady),
                         ("commit-exit", commit_exit), ("rollback", rolled)):
             print(f"  {name:32s} {t * 1e3:8.2f} ms  {t / memcpy:6.3f}x memcpy  {t / deepcopy:6.3f}x deepcopy"
-                  + (f"  {t / changed_memcpy:6.2f}x changed-bytes memcpy" if name == "rollback" else ""))
+                  + (f"  {t / changed_memcpy:6.2f}x changed-bytes memcpy" if name == "rollback" else "")
+                  + (f"  (copied {copied / (1 << 20):.1f} MiB = {copied / (k * ROW):.2f}x the changed bytes)"
+                     if name == "rollback" and copied is not None else ""))
     rollback.release_shadows()
 
 

@@ -44,6 +44,10 @@ cdef extern from "delta.h" nogil:
     int dart_delta_dirty_probe(const char **failed)
     int dart_delta_dirty_open(dart_delta_dirty *t, const void *addr, size_t len)
     long long dart_delta_dirty_scan(dart_delta_dirty *t)
+    long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
+                                    void *shadow)
+    long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbytes,
+                                       const void *shadow, int compare)
     long long dart_delta_dirty_mark_chunks(const dart_delta_dirty *t, const void *addr,
                                            size_t nbytes, size_t chunk_size, uint8_t *changed)
     void dart_delta_dirty_close(dart_delta_dirty *t)
@@ -444,6 +448,14 @@ cdef class DirtyTracker:
     def closed(self):
         return not self.have_view
 
+    cdef _check_same(self, Py_buffer *other):
+        if other.buf != self.view.buf or other.len != self.view.len:
+            raise BufferMovedError(
+                f"the buffer passed ({other.len} bytes at {<uintptr_t>other.buf:#x}) "
+                f"is not the one tracked ({self.view.len} bytes at "
+                f"{<uintptr_t>self.view.buf:#x}): it was resized or re-allocated; "
+                "start a new tracker for it")
+
     cdef size_t _scan(self, buffer) except? 0:
         cdef long long rc
         cdef size_t i, n = 0
@@ -454,12 +466,7 @@ cdef class DirtyTracker:
         if buffer is not None:
             _acquire(buffer, &other, False, "buffer")
             try:
-                if other.buf != self.view.buf or other.len != self.view.len:
-                    raise BufferMovedError(
-                        f"the buffer passed ({other.len} bytes at {<uintptr_t>other.buf:#x}) "
-                        f"is not the one tracked ({self.view.len} bytes at "
-                        f"{<uintptr_t>self.view.buf:#x}): it was resized or re-allocated; "
-                        "start a new tracker for it")
+                self._check_same(&other)
             finally:
                 PyBuffer_Release(&other)
         if self.nbytes == 0:
@@ -557,3 +564,77 @@ cdef class DirtyTracker:
             return result
         finally:
             PyBuffer_Release(&oview)
+
+    cdef _check_copy(self, Py_buffer *shadow, str what):
+        if not self.have_view:
+            raise DeltaError(f"this DirtyTracker is closed; {what} needs an open one")
+        if self.verify:
+            raise DeltaError(f"{what} is not for a verify=True tracker (its fingerprints would "
+                             "go stale); use DirtyTracker(buffer, verify=False)")
+        if <size_t>shadow.len != self.nbytes:
+            raise DeltaError(f"the shadow has {shadow.len} bytes but the tracked buffer has "
+                             f"{self.nbytes}; pass a shadow of exactly the buffer's size")
+
+    cdef _raise_copy(self, long long rc, int err, str what):
+        if rc == DART_DELTA_ESYS:
+            step = self.t.failed.decode() if self.t.failed != NULL else what
+            raise DeltaError(f"{what}: {step} failed with {os.strerror(err)} (errno {err}); the "
+                             "buffer's pages are no longer tracked: close this tracker and "
+                             "copy the whole shadow instead")
+        _raise_code(rc, what)
+
+    def save_written(self, shadow):
+        """Copy the pages written since the last call into the same offsets of shadow (a
+        writable buffer of the tracked buffer's size), after protecting them again, with
+        the GIL released; returns the bytes copied. written_ranges() then lists them. A
+        write racing with the copy is reported by the next call."""
+        cdef Py_buffer sview
+        cdef long long rc = 0
+        cdef int err = 0
+        _acquire(shadow, &sview, True, "shadow")
+        try:
+            self._check_copy(&sview, "save_written")
+            if self.nbytes:
+                with nogil:
+                    rc = dart_delta_dirty_save(&self.t, self.view.buf, self.nbytes, sview.buf)
+                    err = errno
+            if rc < 0:
+                self._raise_copy(rc, err, "saving written pages")
+            self.primed = True
+            return rc
+        finally:
+            PyBuffer_Release(&sview)
+
+    def restore_written(self, buffer, shadow, bint compare=True):
+        """The rollback: copy the pages written since the last call back from shadow (a
+        buffer of the tracked buffer's size) into buffer (the tracked one, writable),
+        with the GIL released, then protect them again; returns the bytes copied.
+        written_ranges() then lists the restored ranges. The pages are listed without
+        protection and protected after the copy, so the copy takes no write fault. A page
+        another thread writes meanwhile stays reported for the next call: one first
+        written during the restore is unprotected again after the walk, and one written
+        after its copy is found by comparing the restored pages with the shadow.
+        compare=False skips that comparison (about half the cost): for a caller that
+        knows no other thread can write the buffer meanwhile."""
+        cdef Py_buffer bview, sview
+        cdef long long rc = 0
+        cdef int err = 0
+        _acquire(buffer, &bview, True, "buffer")
+        try:
+            _acquire(shadow, &sview, False, "shadow")
+            try:
+                self._check_copy(&sview, "restore_written")
+                self._check_same(&bview)
+                if self.nbytes:
+                    with nogil:
+                        rc = dart_delta_dirty_restore(&self.t, bview.buf, self.nbytes, sview.buf,
+                                                      compare)
+                        err = errno
+                if rc < 0:
+                    self._raise_copy(rc, err, "restoring written pages")
+                self.primed = True
+                return rc
+            finally:
+                PyBuffer_Release(&sview)
+        finally:
+            PyBuffer_Release(&bview)

@@ -385,52 +385,142 @@ int dart_delta_dirty_open(dart_delta_dirty *t, const void *addr, size_t len) {
     return 0;
 }
 
-static int push_range(dart_delta_dirty *t, uint64_t s, uint64_t e) {
-    if (t->nranges && t->ranges[2 * t->nranges - 1] == s) { /* continues the last one */
-        t->ranges[2 * t->nranges - 1] = e;
+/* Appends [s, e) to a range list (2 entries per range), merging it into the last range
+ * when it continues it. */
+static int push_range(uint64_t **ranges, size_t *n, size_t *cap, uint64_t s, uint64_t e) {
+    if (*n && (*ranges)[2 * *n - 1] == s) { /* continues the last one */
+        (*ranges)[2 * *n - 1] = e;
         return 0;
     }
-    if (t->nranges == t->ranges_cap) {
-        size_t cap = t->ranges_cap ? 2 * t->ranges_cap : 64;
-        uint64_t *r = (uint64_t *)realloc(t->ranges, 2 * cap * sizeof(uint64_t));
+    if (*n == *cap) {
+        size_t c = *cap ? 2 * *cap : 64;
+        uint64_t *r = (uint64_t *)realloc(*ranges, 2 * c * sizeof(uint64_t));
         if (r == NULL) return DART_DELTA_ENOMEM;
-        t->ranges = r;
-        t->ranges_cap = cap;
+        *ranges = r;
+        *cap = c;
     }
-    t->ranges[2 * t->nranges] = s;
-    t->ranges[2 * t->nranges + 1] = e;
-    t->nranges++;
+    (*ranges)[2 * *n] = s;
+    (*ranges)[2 * *n + 1] = e;
+    (*n)++;
     return 0;
 }
 
-long long dart_delta_dirty_scan(dart_delta_dirty *t) {
+/* One PAGEMAP_SCAN walk of the tracked range listing the written pages into a range
+ * list; with PM_SCAN_WP_MATCHING the walk also protects them again. Fails (EPERM) rather
+ * than report nonsense if a page is not under async write protection. */
+static long long walk_written(dart_delta_dirty *t, uint64_t flags, uint64_t **ranges, size_t *n,
+                              size_t *cap) {
     if (t->uffd < 0) return DART_DELTA_EINVAL;
     struct page_region vec[SCAN_VEC];
     struct pm_scan_arg arg;
     memset(&arg, 0, sizeof arg);
     arg.size = sizeof arg;
-    /* report written pages and protect them again in the same walk; fail (EPERM)
-     * rather than report nonsense if a page is not under async write protection */
-    arg.flags = PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC;
+    arg.flags = flags | PM_SCAN_CHECK_WPASYNC;
     arg.start = t->start;
     arg.end = t->end;
     arg.vec = (uint64_t)(uintptr_t)vec;
     arg.vec_len = SCAN_VEC;
     arg.category_mask = PAGE_IS_WRITTEN;
     arg.return_mask = PAGE_IS_WRITTEN;
-    t->nranges = 0;
+    *n = 0;
     for (;;) {
-        int n = ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg);
-        if (n < 0) {
+        int got = ioctl(t->pagemap_fd, PAGEMAP_SCAN, &arg);
+        if (got < 0) {
             t->failed = "PAGEMAP_SCAN";
             return DART_DELTA_ESYS;
         }
-        for (int k = 0; k < n; k++)
-            if (push_range(t, vec[k].start, vec[k].end) < 0) return DART_DELTA_ENOMEM;
+        for (int k = 0; k < got; k++)
+            if (push_range(ranges, n, cap, vec[k].start, vec[k].end) < 0) return DART_DELTA_ENOMEM;
         if (arg.walk_end >= t->end || arg.walk_end <= arg.start) break;
         arg.start = arg.walk_end;
     }
-    return (long long)t->nranges;
+    return (long long)*n;
+}
+
+long long dart_delta_dirty_scan(dart_delta_dirty *t) {
+    return walk_written(t, PM_SCAN_WP_MATCHING, &t->ranges, &t->nranges, &t->ranges_cap);
+}
+
+/* Copies the bytes of every range of t->ranges inside [addr, addr + nbytes) from src to
+ * dst, at the same offsets from each; returns the bytes copied. */
+static long long copy_ranges(const dart_delta_dirty *t, uintptr_t addr, size_t nbytes,
+                             uint8_t *dst, const uint8_t *src) {
+    uint64_t a = (uint64_t)addr, b = a + nbytes;
+    long long copied = 0;
+    for (size_t k = 0; k < t->nranges; k++) {
+        uint64_t s = t->ranges[2 * k], e = t->ranges[2 * k + 1];
+        if (s < a) s = a;
+        if (e > b) e = b;
+        if (s >= e) continue;
+        memcpy(dst + (s - a), src + (s - a), (size_t)(e - s));
+        copied += (long long)(e - s);
+    }
+    return copied;
+}
+
+long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
+                                void *shadow) {
+    if (nbytes && (addr == NULL || shadow == NULL)) return DART_DELTA_EINVAL;
+    long long rc = dart_delta_dirty_scan(t);
+    if (rc < 0) return rc;
+    return copy_ranges(t, (uintptr_t)addr, nbytes, (uint8_t *)shadow, (const uint8_t *)addr);
+}
+
+long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbytes,
+                                   const void *shadow, int compare) {
+    if (nbytes && (addr == NULL || shadow == NULL)) return DART_DELTA_EINVAL;
+    /* list without protecting: the copy below then writes pages that take no fault */
+    long long rc = walk_written(t, 0, &t->ranges, &t->nranges, &t->ranges_cap);
+    if (rc < 0) return rc;
+    long long copied = copy_ranges(t, (uintptr_t)addr, nbytes, (uint8_t *)addr,
+                                   (const uint8_t *)shadow);
+    /* protect what was restored (it equals the shadow now), in one walk */
+    rc = walk_written(t, PM_SCAN_WP_MATCHING, &t->walked, &t->nwalked, &t->walked_cap);
+    if (rc < 0) return rc;
+    /* pages this walk found that the listing did not were first written meanwhile (by
+     * another thread): unprotect them, so that the next scan reports them */
+    size_t k = 0;
+    for (size_t w = 0; w < t->nwalked; w++) {
+        uint64_t at = t->walked[2 * w], e = t->walked[2 * w + 1];
+        while (at < e) {
+            while (k < t->nranges && t->ranges[2 * k + 1] <= at) k++;
+            uint64_t next = k < t->nranges ? t->ranges[2 * k] : e;
+            if (next <= at) { /* inside a listed range: skip to its end */
+                at = t->ranges[2 * k + 1] < e ? t->ranges[2 * k + 1] : e;
+                continue;
+            }
+            uint64_t gap_end = next < e ? next : e;
+            struct uffdio_writeprotect wp = {.range = {.start = at, .len = gap_end - at}, .mode = 0};
+            if (ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+                t->failed = "UFFDIO_WRITEPROTECT(unprotect)";
+                return DART_DELTA_ESYS;
+            }
+            at = gap_end;
+        }
+    }
+    /* a page of the list that another thread wrote after its copy was writable until the
+     * walk, and the walk took that write for the restore's own: compare the restored
+     * bytes with the shadow (hot in cache now) and unprotect the pages that differ */
+    uint64_t a = (uint64_t)(uintptr_t)addr, b = a + nbytes;
+    const uint8_t *sh = (const uint8_t *)shadow;
+    for (size_t r = 0; compare && r < t->nranges; r++) {
+        uint64_t s = t->ranges[2 * r] > a ? t->ranges[2 * r] : a;
+        uint64_t e = t->ranges[2 * r + 1] < b ? t->ranges[2 * r + 1] : b;
+        if (s >= e || memcmp((const void *)(uintptr_t)s, sh + (s - a), (size_t)(e - s)) == 0) continue;
+        for (uint64_t p = s; p < e;) {
+            uint64_t page = p & ~(uint64_t)(t->page_size - 1), next = page + t->page_size;
+            uint64_t n = (next < e ? next : e) - p;
+            if (memcmp((const void *)(uintptr_t)p, sh + (p - a), (size_t)n) != 0) {
+                struct uffdio_writeprotect wp = {.range = {.start = page, .len = t->page_size}, .mode = 0};
+                if (ioctl(t->uffd, UFFDIO_WRITEPROTECT, &wp) < 0) {
+                    t->failed = "UFFDIO_WRITEPROTECT(unprotect)";
+                    return DART_DELTA_ESYS;
+                }
+            }
+            p += n;
+        }
+    }
+    return copied;
 }
 
 int dart_delta_dirty_probe(const char **failed) {
@@ -483,6 +573,9 @@ void dart_delta_dirty_close(dart_delta_dirty *t) {
     free(t->ranges);
     t->ranges = NULL;
     t->nranges = t->ranges_cap = 0;
+    free(t->walked);
+    t->walked = NULL;
+    t->nwalked = t->walked_cap = 0;
 }
 
 #else /* not Linux */
@@ -503,6 +596,23 @@ int dart_delta_dirty_open(dart_delta_dirty *t, const void *addr, size_t len) {
 }
 long long dart_delta_dirty_scan(dart_delta_dirty *t) {
     (void)t;
+    return DART_DELTA_EINVAL;
+}
+long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
+                                void *shadow) {
+    (void)t;
+    (void)addr;
+    (void)nbytes;
+    (void)shadow;
+    return DART_DELTA_EINVAL;
+}
+long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbytes,
+                                   const void *shadow, int compare) {
+    (void)compare;
+    (void)t;
+    (void)addr;
+    (void)nbytes;
+    (void)shadow;
     return DART_DELTA_EINVAL;
 }
 void dart_delta_dirty_close(dart_delta_dirty *t) { (void)t; }

@@ -90,6 +90,10 @@ typedef struct dart_delta_dirty {
     uint64_t *ranges;     /* 2 * nranges entries: start, end */
     size_t nranges;
     size_t ranges_cap;
+    /* scratch of dart_delta_dirty_restore's re-protect walk, same layout */
+    uint64_t *walked;
+    size_t nwalked;
+    size_t walked_cap;
     const char *failed;   /* after DART_DELTA_ESYS: the call that failed (static text) */
 } dart_delta_dirty;
 
@@ -113,6 +117,35 @@ int dart_delta_dirty_open(dart_delta_dirty *t, const void *addr, size_t len);
  * Errors: DART_DELTA_ENOMEM, DART_DELTA_ESYS (errno; EPERM if part of the range lost
  * its write protection registration, e.g. it was unmapped and mapped again). */
 long long dart_delta_dirty_scan(dart_delta_dirty *t);
+
+/* dart_delta_dirty_save: copy the pages written since the last scan from the tracked
+ * buffer at [addr, addr + nbytes) into the same offsets of shadow (nbytes long), after
+ * protecting them again in the scan (dart_delta_dirty_scan). A write racing with the copy
+ * faults and is reported by the next scan. Returns the bytes copied; t->ranges holds the
+ * written ranges. Errors: as dart_delta_dirty_scan; DART_DELTA_EINVAL (NULL shadow with
+ * nbytes > 0). */
+long long dart_delta_dirty_save(dart_delta_dirty *t, void *addr, size_t nbytes,
+                                void *shadow);
+
+/* dart_delta_dirty_restore: the rollback. Lists the pages written since the last scan
+ * WITHOUT protecting them, copies them back from shadow into the buffer (no fault: they
+ * are writable), then protects them again in one walk. Returns the bytes copied;
+ * t->ranges holds the restored ranges.
+ *
+ * Races (another thread writing the buffer meanwhile): a page first written between the
+ * listing and the re-protect walk shows up in that walk and is unprotected again, so the
+ * next scan reports it. A write to a page of the list that lands after the page's copy
+ * and before the walk protects it looks like the restore's own write to the kernel: after
+ * the walk the restored bytes are compared with the shadow, and pages that differ are
+ * unprotected again (only with compare != 0: the compare reads the restored bytes twice
+ * more, about doubling the cost; a caller that knows no other thread runs passes 0), so
+ * the next scan reports them too. (Which value such a write leaves is up to timing: it
+ * races with the restore of its own bytes.)
+ * Errors: as dart_delta_dirty_scan; DART_DELTA_EINVAL (NULL shadow with nbytes > 0). On an
+ * error after the copy began, the buffer holds some restored pages and the tracker must be
+ * closed (the failing call is named in t->failed). */
+long long dart_delta_dirty_restore(dart_delta_dirty *t, void *addr, size_t nbytes,
+                                   const void *shadow, int compare);
 
 /* dart_delta_dirty_mark_chunks: changed[i] = 1 for every chunk of the buffer at
  * [addr, addr + nbytes) that overlaps a range of the last scan, else 0. Returns the

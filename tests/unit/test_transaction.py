@@ -91,6 +91,98 @@ def test_repeated_transactions_keep_the_shadow_in_step(tracking):
     assert a[7] == 42
 
 
+def test_writes_after_a_rollback_or_a_commit_are_seen_by_the_next_transaction(tracking):
+    # a rollback and a commit-exit protect the pages they copied again: writes to those
+    # same pages afterwards must reach the shadow at the next entry, or the next
+    # rollback would put back bytes older than its entry
+    a = np.zeros(BIG)
+    span = slice(4000, 9000)  # several pages, past the first one
+    for round_ in range(1, 4):
+        with pytest.raises(Boom):
+            with dart.transaction():
+                a[span] = -round_
+                raise Boom
+        assert not a[span].any(), round_
+        a[span] = round_  # between transactions, on the pages just restored
+        with pytest.raises(Boom):
+            with dart.transaction():
+                a[span] = -1
+                raise Boom
+        assert (a[span] == round_).all(), round_
+        with dart.transaction():
+            a[span] = 10 * round_  # committed: the commit-exit copies these pages
+        a[span.start] = 7  # after the commit, on a page it copied
+        expected = a.copy()
+        with pytest.raises(Boom):
+            with dart.transaction():
+                a[span] = 0
+                raise Boom
+        assert np.array_equal(a, expected), round_
+        a[span] = 0
+    assert _modes() == {tracking}
+
+
+def _ragged(nbytes, lead):
+    """A uint8 array starting `lead` bytes into its memory: its own root (not a view of
+    another array), so its shadow has edge bytes at both ends."""
+    return np.frombuffer(bytearray(nbytes + lead + 100), np.uint8, count=nbytes, offset=lead)
+
+
+@pytest.mark.parametrize("lead", [1, 1000, 4095])
+def test_a_buffer_off_page_boundaries_rolls_back_bit_identical(tracking, lead):
+    a = _ragged((3 << 20) + 1234, lead)
+    address = a.__array_interface__["data"][0]
+    assert address % 4096 and (address + a.nbytes) % 4096  # starts and ends inside a page
+    rng = np.random.default_rng(lead)
+    a[:] = rng.integers(0, 256, a.nbytes, dtype=np.uint8)
+    for round_ in range(3):
+        before = a.copy()
+        spans = [(0, 1), (a.nbytes - 1, 1), (4096 - address % 4096 - 3, 6)]
+        spans += [(int(o), int(n)) for o, n in zip(rng.integers(0, a.nbytes - 9000, 20), rng.integers(1, 9000, 20))]
+        with pytest.raises(Boom):
+            with dart.transaction():
+                for off, n in spans:
+                    a[off:off + n] ^= 0xFF
+                raise Boom
+        assert a.tobytes() == before.tobytes(), round_
+        a[int(rng.integers(0, a.nbytes))] ^= 1  # between transactions: kept
+    assert _modes() == {tracking}
+
+
+def test_rollback_survives_the_kernel_losing_track_of_the_pages():
+    # pages mapped anew under the tracker (MAP_FIXED over part of the array) are no
+    # longer write-protected: the native restore refuses (EPERM), the whole shadow is
+    # copied back instead and the buffer goes on with the hash tracker
+    if not available():
+        pytest.skip(f"no kernel dirty-page tracking here: {available().reason}")
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    map_fixed = 0x10  # Linux; the mmap module does not export it
+    rollback.release_shadows()
+    a = np.random.default_rng(3).standard_normal(BIG)
+    before = a.copy()
+    start = (a.ctypes.data + 8 * 4096) // 4096 * 4096  # whole pages well inside the array
+    with pytest.raises(Boom):
+        with dart.transaction():
+            a[:100] = 1
+            got = libc.mmap(start, 4 * 4096, mmap.PROT_READ | mmap.PROT_WRITE,
+                            mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | map_fixed, -1, 0)
+            assert got == start, ctypes.get_errno()
+            raise Boom
+    assert a.tobytes() == before.tobytes()
+    assert rollback._shadows[(a.ctypes.data, a.nbytes)].mode == "hash"
+    with pytest.raises(Boom):  # and it goes on working
+        with dart.transaction():
+            a[-5:] = 0
+            raise Boom
+    assert a.tobytes() == before.tobytes()
+    rollback.release_shadows()
+
+
 def test_torch_in_place_mutation_and_metadata_roll_back():
     w = torch.randn(300, 400)
     b = torch.zeros(3)
