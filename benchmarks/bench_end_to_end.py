@@ -111,17 +111,25 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds: a plain run and one dart run per interval (default 3)")
     parser.add_argument("--steps", type=int, help="training steps (default: the workload's)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the runs")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a DART_* setting for dart's runs (repeatable), e.g. DART_XOR_MEMORY=0")
     parser.add_argument("--monitor-only", action="store_true",
                         help="also run `dart run --every never` (the monitor without commits) each round")
     args = parser.parse_args()
 
     workload = WORKLOADS[args.workload]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DART_")}
+    for setting in args.env:
+        name, sep, value = setting.partition("=")
+        if not sep or not name.startswith("DART_"):
+            parser.error(f"--env takes DART_NAME=VALUE, not {setting!r}")
+        env[name] = value
     steps = [] if args.steps is None else [str(args.steps)]
     intervals = [e.strip() for e in args.every.split(",") if e.strip()]
     modes = ["plain", *intervals, *(["never"] if args.monitor_only else [])]
     print(f"{workload.name} steps={args.steps or 'default'} rounds={args.rounds} python={args.python}")
-    print(f"dart run --every {{{', '.join(modes[1:])}}} --fresh --staging {STAGING}; load {os.getloadavg()[0]:.1f}")
+    print(f"dart run --every {{{', '.join(modes[1:])}}} --fresh --staging {STAGING} {' '.join(args.env)}; "
+          f"load {os.getloadavg()[0]:.1f}")
     runs = []
     for rnd in range(1, args.rounds + 1):
         for mode in modes:
