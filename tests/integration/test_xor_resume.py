@@ -23,6 +23,9 @@ from conftest import (
 pytestmark = pytest.mark.slow
 
 WIDE = "train_torch_wide.py"
+#: Every commit here is a candidate for a delta: no share-of-time budget (at
+#: --every 0 the default 5 % would write most of them raw).
+NO_BUDGET = {"DART_XOR_BUDGET": "1"}
 
 
 def formats(store) -> list[int]:
@@ -35,7 +38,7 @@ def formats(store) -> list[int]:
 def resume(cmd, cwd, reference, killed):
     store = cmd[cmd.index("--store") + 1]
     newest = dart_log(store, cwd)[0]
-    resumed = run(cmd, cwd=cwd)
+    resumed = run(cmd, cwd=cwd, env=child_env(**NO_BUDGET))
     assert f"from commit {newest['id'][:12]}" in resumed.stderr, resumed.describe()
     check_resumed(reference, killed, resumed, 1)
     fsck = run([PYTHON, "-m", "dart", "fsck", "--store", str(store)], cwd=cwd)
@@ -48,7 +51,7 @@ def test_wide_torch_killed_after_k_lines_resumes_bit_identical(tmp_path, referen
     reference = reference_outputs(WIDE)
     store = tmp_path / "store"
     cmd = dart_cmd(script(WIDE), store=store, every="0")
-    killed = run_and_kill(cmd, tmp_path, after_lines=k)
+    killed = run_and_kill(cmd, tmp_path, env=child_env(**NO_BUDGET), after_lines=k)
     seen = formats(store)
     assert 4 in seen, f"no commit was written with XOR deltas: formats {seen}"
     if k > 10:
@@ -60,7 +63,7 @@ def test_wide_torch_killed_while_a_delta_commit_is_written(tmp_path, reference_o
     reference = reference_outputs(WIDE)
     store = tmp_path / "store"
     cmd = dart_cmd(script(WIDE), store=store, every="0")
-    killed = run_and_kill(cmd, tmp_path, env=child_env(DART_TEST_FLUSH_DELAY="0.3"), after_lines=6,
+    killed = run_and_kill(cmd, tmp_path, env=child_env(DART_TEST_FLUSH_DELAY="0.3", **NO_BUDGET), after_lines=6,
                           extra_delay=0.15)
     assert orphan_objects(store), "the kill did not land while a commit was being written"
     assert 4 in formats(store)

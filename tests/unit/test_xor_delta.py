@@ -77,6 +77,13 @@ def test_a_delta_for_other_lengths_or_damaged_is_refused():
         apply_xor_delta(bytearray(1000), delta[:-4], "test")
 
 
+@pytest.fixture(autouse=True)
+def no_time_budget(monkeypatch):
+    """Commits here come back to back: without this, the share-of-time budget
+    (flush/xordelta.py BUDGET) would write most of them raw."""
+    monkeypatch.setenv("DART_XOR_BUDGET", "1")
+
+
 @pytest.fixture
 def run(tmp_path):
     r = Run(tmp_path / ".dart", staging=64 << 20)
@@ -293,3 +300,24 @@ def test_a_buffer_left_out_of_a_commit_then_back_loads_bit_identical(run):
             assert run.load(record)["w"].tobytes() == expected
     # back after its absence: a new buffer again (raw twice), then deltas
     assert [r.state["format"] for r in records] == [2, 2, 4, 4, 2, 2, 2, 4]
+
+
+def test_past_its_share_of_time_a_commit_is_written_raw_and_deltas_come_back(run, monkeypatch):
+    """Deltas cost CPU: once they took more than DART_XOR_BUDGET of the run's wall
+    time, buffers are written raw (and still load exactly); under it, deltas again."""
+    from dart.flush import xordelta
+
+    rng = np.random.default_rng(3)
+    weights = rng.standard_normal(1 << 18).astype(np.float32)
+    formats = []
+    for step in range(6):
+        if step == 3:  # as if deltas had taken all the time so far
+            run.writer.flusher.xor.stats["seconds"] += 1e6
+        if step == 5:
+            run.writer.flusher.xor.stats["seconds"] = 0.0
+        _sgd(rng, [weights])
+        record = run.commit({"w": weights})
+        formats.append(record.state.get("format"))
+        assert np.array_equal(run.load(record)["w"], weights)
+    assert formats[2] == 4 and formats[3] != 4 and formats[4] != 4 and formats[5] == 4, formats
+    assert xordelta.time_budget() == 1.0

@@ -38,6 +38,20 @@ SAMPLE = 128 * 1024
 PAYS = 0.95
 #: Item sizes tried when the buffer's own is unknown (1: a torch storage's bytes).
 GUESSES = (4, 2, 8)
+#: Share of the run's wall time the flusher may spend computing deltas: past it, a
+#: commit's buffers are written raw (deltas cost ~10 ms of CPU per MiB here; at a
+#: commit every few seconds they would slow the program, at the default interval
+#: they are nearly free). ``DART_XOR_BUDGET`` overrides it (0 to 1).
+BUDGET = 0.05
+
+
+def time_budget() -> float:
+    """Share of wall time deltas may take: ``DART_XOR_BUDGET``, else BUDGET."""
+    value = os.environ.get("DART_XOR_BUDGET")
+    try:
+        return min(1.0, max(0.0, float(value))) if value and value.strip() else BUDGET
+    except ValueError:
+        return BUDGET
 
 
 def memory_budget(default: int) -> int:
@@ -69,8 +83,10 @@ class XorEncoder:
     one pack's extents are computed by ``threads`` workers (numpy and zstd release the
     GIL; the program's own thread is the third user of two cores)."""
 
-    def __init__(self, memory: int, threads: int = min(2, os.cpu_count() or 1)):
+    def __init__(self, memory: int, threads: int = min(2, os.cpu_count() or 1), budget: float | None = None):
         self.memory = memory
+        self.budget = time_budget() if budget is None else budget
+        self._started = time.perf_counter()
         self.threads = threads
         self.versions: dict[tuple, _Version] = {}  # buffer key -> its last version
         self._decided: dict[tuple, int] = {}  # this commit: key -> item size of its deltas, 0 for raw
@@ -102,7 +118,8 @@ class XorEncoder:
                 if version is not None:
                     itemsize = self._decided.get(extent.key)
                     if itemsize is None:
-                        itemsize = self._decided[extent.key] = self._decide(extent, piece, version)
+                        itemsize = 0 if self._over_budget() else self._decide(extent, piece, version)
+                        self._decided[extent.key] = itemsize
             jobs.append((extent, piece, version, itemsize))
         work = [j for j in jobs if j[2] is not None]
         if len(work) > 1 and self.threads > 1:
@@ -136,6 +153,11 @@ class XorEncoder:
         for extent, offset in moved:
             extent[3] = offset
         return b"".join(parts)
+
+    def _over_budget(self) -> bool:
+        """Have deltas taken more than their share of the run's time so far? (The
+        previous versions are still kept, so deltas start again once under it.)"""
+        return self.stats["seconds"] > self.budget * (time.perf_counter() - self._started)
 
     def _version(self, extent: XorExtent) -> _Version | None:
         self._keys.add(extent.key)
