@@ -252,9 +252,13 @@ class Flusher:
     def _write_pack(self, pack: StagedPack) -> None:
         try:
             data = pack.data()
-            oid, written = self.store.put_object(data)
-            for extent in pack.extents:  # each piece's own hash, for reads of part of a pack
-                extent[4] = xxhash.xxh3_64_intdigest(data[extent[3] : extent[3] + extent[1]])
+
+            def hash_extents():  # each piece's own hash, for reads of part of a pack
+                for extent in pack.extents:
+                    extent[4] = xxhash.xxh3_64_intdigest(data[extent[3] : extent[3] + extent[1]])
+
+            # a large pack's bytes are written by writer threads while this thread hashes
+            oid, written = self.store.put_object(data, while_writing=hash_extents)
             pack.oid = oid
             self._pack_bytes += written
         except Exception as exc:  # noqa: BLE001 - the commits that need it fail with it
