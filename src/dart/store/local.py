@@ -224,6 +224,7 @@ class PendingPut:
                     _start_writeback(self.fd, offset, len(view))
                 crash_point("object-piece")
             except OSError as exc:
+                exc.with_traceback(None)  # its frames would keep the caller's buffer exported
                 with self._lock:
                     self._error = self._error or exc
 
@@ -231,6 +232,7 @@ class PendingPut:
         for thread in self._threads:
             thread.join()
         self._threads = []
+        self._pieces = iter(())  # the views left after an error: the caller's buffer is free again
 
     def _close(self) -> None:
         for name in ("direct_fd", "fd"):
