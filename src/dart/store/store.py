@@ -223,10 +223,11 @@ class Store:
                 next_step="damaged",
             ) from None
 
-    def read_object(self, oid: str) -> bytearray:
-        """The raw bytes of object `oid` in a new writable buffer, verified against its id."""
+    def read_object(self, oid: str, allocate=bytearray) -> bytearray:
+        """The raw bytes of object `oid` in a new writable buffer (``allocate(n)``:
+        a bytearray unless told), verified against its id."""
         with self._open_object(oid) as f:
-            return codec.decode(f, oid, self._where(self._object_key(oid)))
+            return codec.decode(f, oid, self._where(self._object_key(oid)), allocate)
 
     get_object = read_object
 
