@@ -80,15 +80,18 @@ main()
 '''
 
 
-def to_first_iteration(command: list[str], env: dict, cwd: str) -> tuple[float, int]:
-    """(seconds from start to the first iteration's line, its step)."""
+def to_first_iteration(command: list[str], env: dict, cwd: str) -> tuple[float, float, int]:
+    """(seconds from start to the first iteration's line, CPU seconds of the
+    process (user + system; it exits at that line), its step)."""
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     for line in child.stdout:
         if line.startswith("first iteration"):
             elapsed = time.perf_counter() - started
-            child.wait(60)
-            return elapsed, int(line.split()[2])
+            _, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+            child.communicate()
+            return elapsed, usage.ru_utime + usage.ru_stime, int(line.split()[2])
     child.wait(60)
     raise SystemExit(f"{' '.join(command)} printed no first iteration:\n{child.stderr.read()[-2000:]}")
 
@@ -100,6 +103,14 @@ def main() -> None:
     args = parser.parse_args()
     width = 2048
     layers = max(1, round(args.params / (width * width + width)))
+    import compileall
+
+    import dart
+
+    # An installed dart has its bytecode compiled; a source checkout run with
+    # PYTHONDONTWRITEBYTECODE (this project's machines) would compile ~70 modules
+    # at every start: compile them once, as an install does.
+    compileall.compile_dir(os.path.dirname(dart.__file__), quiet=1)
     env = dict(os.environ, DART_QUIET="1")
     env.pop("DART_EVERY", None)
     with tempfile.TemporaryDirectory(prefix="dart-bench-resume-") as folder:
@@ -121,25 +132,29 @@ def main() -> None:
             "dart run resume": (dart, dict(env, BENCH_EXIT_AT_FIRST="1")),
         }
         times = {name: [] for name in cases}
+        cpu = {name: [] for name in cases}
         steps = {}
         for _ in range(args.repeat):
             for name, (command, case_env) in cases.items():
-                elapsed, step = to_first_iteration(command, case_env, folder)
+                elapsed, used, step = to_first_iteration(command, case_env, folder)
                 times[name].append(elapsed)
+                cpu[name].append(used)
                 steps[name] = step
         size = os.path.getsize(checkpoint)
-    medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"{layers} x Linear({width}, {width}) + Adam: {size / 2**20:.0f} MiB of state; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; medians of {args.repeat}")
-    for name, median in medians.items():
-        print(f"  {name:<30} {median * 1000:7.0f} ms  (first iteration: step {steps[name]})  "
-              f"{[round(v * 1000) for v in times[name]]}")
-    scratch, plain_t, objects_t, dart_t = (medians[n] for n in cases)
-    for name, base in (("plain torch.load resume (state dicts)", plain_t), ("plain torch.load of the objects", objects_t)):
-        ratio = dart_t / base
-        print(f"dart resume / {name}: {ratio:.3f} (target <= 1.1) {'PASS' if ratio <= 1.1 else 'FAIL'}")
-    print(f"beyond a start from scratch: dart {(dart_t - scratch) * 1000:+.0f} ms, plain state dicts "
-          f"{(plain_t - scratch) * 1000:+.0f} ms, plain objects {(objects_t - scratch) * 1000:+.0f} ms")
+    for what, values in (("wall time", times), ("CPU time (user + system)", cpu)):
+        medians = {name: statistics.median(v) for name, v in values.items()}
+        print(f"{what} to the first iteration:")
+        for name, median in medians.items():
+            print(f"  {name:<32} {median * 1000:7.0f} ms  (step {steps[name]})  {[round(v * 1000) for v in values[name]]}")
+        scratch, plain_t, objects_t, dart_t = (medians[n] for n in cases)
+        for name, base in (("plain torch.load resume (state dicts)", plain_t),
+                           ("plain torch.load of the objects", objects_t)):
+            ratio = dart_t / base
+            print(f"  dart resume / {name}: {ratio:.3f} (target <= 1.1) {'PASS' if ratio <= 1.1 else 'FAIL'}")
+        print(f"  beyond a start from scratch: dart {(dart_t - scratch) * 1000:+.0f} ms, plain state dicts "
+              f"{(plain_t - scratch) * 1000:+.0f} ms, plain objects {(objects_t - scratch) * 1000:+.0f} ms")
 
 if __name__ == "__main__":
     main()

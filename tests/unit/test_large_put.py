@@ -18,7 +18,7 @@ from dart.flush import CommitWriter
 from dart.flush.staging import PACK_SHIFT, PAGE
 from dart.store import Store, codec
 from dart.store import local
-from dart.store.local import DIRECT_ALIGN, PIECE, plan_pieces
+from dart.store.local import DIRECT_ALIGN, DIRECT_PIECE, PIECE, plan_pieces
 
 
 @settings(max_examples=300, deadline=None)
@@ -37,7 +37,7 @@ def test_pieces_cover_the_file_exactly_and_direct_ones_are_aligned(sizes, shifts
     pieces = plan_pieces(chunks)
     covered, view = 0, None
     for file_offset, view, direct in pieces:
-        assert file_offset == covered and 0 < len(view) <= PIECE  # in order, end to end
+        assert file_offset == covered and 0 < len(view) <= (DIRECT_PIECE if direct else PIECE)  # in order
         o, start, n = next(e for e in expected if e[0] <= file_offset < e[0] + e[2])
         assert file_offset + len(view) <= o + n  # within one chunk
         assert local._address(view) - base == start + file_offset - o  # the chunk's own bytes

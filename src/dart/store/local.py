@@ -66,8 +66,12 @@ _crash_counts: dict[str, int] = {}
 
 #: Objects at least this large are written by begin_put (pieces, several threads).
 PARALLEL_MIN = 16 << 20
-#: Bytes per pwrite + writeback start; large enough that a piece is one disk stream.
+#: Bytes per pwrite + writeback start through the page cache.
 PIECE = 8 << 20
+#: Bytes per direct pwrite: one system call for a whole pack (the kernel queues
+#: it to the disk in many requests at once), so the writer thread needs the GIL
+#: back once, not once per 8 MiB while the caller's thread hashes holding it.
+DIRECT_PIECE = 1 << 30
 #: Writer threads per large object: two keep the page-cache copy and the disk busy
 #: together (more bought nothing on this project's 2-core machine).
 WRITERS = 2
@@ -146,7 +150,7 @@ def _io_error(dest: Path, root: Path, exc: OSError) -> StoreError:
 
 def plan_pieces(chunks: list, address=_address) -> list[tuple[int, memoryview, bool]]:
     """(file offset, bytes, direct) of the writes that lay ``chunks`` end to end in
-    a file, each at most PIECE bytes. ``direct``: the piece's memory address, file
+    a file, each at most PIECE bytes (DIRECT_PIECE if direct). ``direct``: the piece's memory address, file
     offset and length are multiples of DIRECT_ALIGN, so it may bypass the page
     cache; that holds for the middle of a chunk whose address is congruent to its
     file offset (the staging area places packs so: flush/staging.py). The rest
@@ -161,8 +165,9 @@ def plan_pieces(chunks: list, address=_address) -> list[tuple[int, memoryview, b
             head = -at % DIRECT_ALIGN
             tail = head + (n - head) // DIRECT_ALIGN * DIRECT_ALIGN
         for start, stop, direct in ((0, head, False), (head, tail, True), (tail, n, False)):
-            for piece in range(start, stop, PIECE):
-                pieces.append((at + piece, view[piece : min(stop, piece + PIECE)], direct))
+            step = DIRECT_PIECE if direct else PIECE
+            for piece in range(start, stop, step):
+                pieces.append((at + piece, view[piece : min(stop, piece + step)], direct))
         at += n
     return pieces
 
