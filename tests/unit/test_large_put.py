@@ -176,3 +176,18 @@ def test_restored_buffers_are_exact_whatever_their_size_and_extents(tmp_path_fac
     for b in buffers:
         view = memoryview(b)
         assert not view.readonly
+
+
+def test_no_room_for_the_temporary_file_is_a_store_error(tmp_path, monkeypatch):
+    store = Store(tmp_path / "s")
+    area, view = _staged_like(local.PARALLEL_MIN, PACK_SHIFT, seed=9)
+
+    def full(fd, size):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "ftruncate", full)
+    from dart.errors import StoreError
+
+    with pytest.raises(StoreError, match=r"tmp/put\..*No space left on device; free some disk space"):
+        store.put_object(view)
+    assert list((tmp_path / "s" / "tmp").iterdir()) == []

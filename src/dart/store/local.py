@@ -72,8 +72,8 @@ PIECE = 8 << 20
 #: it to the disk in many requests at once), so the writer thread needs the GIL
 #: back once, not once per 8 MiB while the caller's thread hashes holding it.
 DIRECT_PIECE = 1 << 30
-#: Writer threads per large object: two keep the page-cache copy and the disk busy
-#: together (more bought nothing on this project's 2-core machine).
+#: Writer threads per large object: a pack's direct part and its page-cache ends
+#: (or two page-cache pieces) are written at once.
 WRITERS = 2
 
 
@@ -148,18 +148,19 @@ def _io_error(dest: Path, root: Path, exc: OSError) -> StoreError:
     return StoreError(f"cannot write {dest} in store {root}: {exc.strerror or exc}; {hint}")
 
 
-def plan_pieces(chunks: list, address=_address) -> list[tuple[int, memoryview, bool]]:
-    """(file offset, bytes, direct) of the writes that lay ``chunks`` end to end in
-    a file, each at most PIECE bytes (DIRECT_PIECE if direct). ``direct``: the piece's memory address, file
-    offset and length are multiples of DIRECT_ALIGN, so it may bypass the page
-    cache; that holds for the middle of a chunk whose address is congruent to its
-    file offset (the staging area places packs so: flush/staging.py). The rest
-    (the header, a chunk's unaligned head and tail) goes through the page cache."""
+def plan_pieces(chunks: list) -> list[tuple[int, memoryview, bool]]:
+    """(file offset, bytes, direct) of the writes that lay ``chunks`` end to end
+    in a file, each at most PIECE bytes (DIRECT_PIECE if direct). ``direct``: the
+    piece's memory address, file offset and length are multiples of
+    DIRECT_ALIGN, so it may bypass the page cache; that holds for the middle of a
+    chunk whose address is congruent to its file offset (the staging area places
+    packs so: flush/staging.py). The rest (the header, a chunk's unaligned head
+    and tail) goes through the page cache."""
     pieces, at = [], 0
     for chunk in chunks:
         view = memoryview(chunk).cast("B")
         n = len(view)
-        where = address(view) if n >= 2 * DIRECT_ALIGN else None
+        where = _address(view) if n >= 2 * DIRECT_ALIGN else None
         head = tail = n
         if where is not None and (where - at) % DIRECT_ALIGN == 0:
             head = -at % DIRECT_ALIGN
@@ -185,6 +186,7 @@ class PendingPut:
         self._pieces = iter(pieces)
         self._lock = threading.Lock()
         self._error: OSError | None = None
+        self._threads: list[threading.Thread] = []
         self.fd = self.direct_fd = -1
         try:
             self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, backend.file_mode)
