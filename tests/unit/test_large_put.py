@@ -5,6 +5,8 @@ the one-write path puts it."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import gc
 import mmap
 import os
@@ -191,3 +193,25 @@ def test_no_room_for_the_temporary_file_is_a_store_error(tmp_path, monkeypatch):
     with pytest.raises(StoreError, match=r"tmp/put\..*No space left on device; free some disk space"):
         store.put_object(view)
     assert list((tmp_path / "s" / "tmp").iterdir()) == []
+
+
+def test_direct_write_refused_falls_back_to_the_page_cache(tmp_path, monkeypatch):
+    """A disk whose direct I/O wants another alignment answers EINVAL: the piece
+    is written through the page cache instead, and the object is whole."""
+    store = Store(tmp_path / "s")
+    area, view = _staged_like(local.PARALLEL_MIN + 3 * PIECE, PACK_SHIFT, seed=11)
+    real, refused = os.pwrite, []
+
+    def picky(fd, data, offset):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", picky)
+    oid, _ = store.put_object(view)
+    monkeypatch.setattr(os, "pwrite", real)
+    assert refused  # the direct path was tried
+    assert bytes(store.read_object(oid)) == bytes(view)
+    del view
+    area.close()
