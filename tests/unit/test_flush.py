@@ -172,10 +172,10 @@ def test_error_goes_to_handle_and_later_commits_proceed(store, run_id, writer, c
     good = writer(1).wait()
     real_put = store.put_object
 
-    def disk_full(data):  # only the pack of commit 2 (the one 200 kB object) fails
+    def disk_full(data, **options):  # only the pack of commit 2 (the one 200 kB object) fails
         if memoryview(data).nbytes == 200_000:
             raise StoreError("cannot write object: No space left on device; free some disk space")
-        return real_put(data)
+        return real_put(data, **options)
 
     monkeypatch.setattr(store, "put_object", disk_full)
     buffer = bytearray(os.urandom(200_000))

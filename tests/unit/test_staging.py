@@ -10,35 +10,37 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dart.delta.book import BufferBook, _runs, buffer_key, overlay
-from dart.flush.staging import ALIGN, MIN_PACK, StagingArea
+from dart.flush.staging import ALIGN, MIN_PACK, PACK_SHIFT, PAGE, StagingArea
 
 
 def test_packs_are_aligned_and_the_ring_starts_over_when_empty():
+    # Packs start PACK_SHIFT (the object header's size) past a page boundary, so
+    # that the store can write their payload with direct I/O (store/local.py).
     area = StagingArea(4 * MIN_PACK)
     pack = area.open_pack()
-    assert pack.offset == 0 and pack.capacity == 4 * MIN_PACK
+    assert pack.offset == PACK_SHIFT and pack.capacity == 4 * MIN_PACK - PACK_SHIFT
     assert pack.put(memoryview(b"x" * 10)) == 0
-    assert pack.put(memoryview(b"y" * 10)) == ALIGN  # each run starts aligned
+    assert pack.put(memoryview(b"y" * 10)) == ALIGN  # each run starts aligned (within the pack)
     area.seal(pack)
     assert pack.capacity == pack.size == 2 * ALIGN
     second = area.open_pack()
-    assert second.offset == 2 * ALIGN
+    assert second.offset == PAGE + PACK_SHIFT  # the next page boundary, shifted
     area.seal(second)
     pack.release()
     second.release()
-    assert area.open_pack().offset == 0  # nothing waiting: reuse the first pages
+    assert area.open_pack().offset == PACK_SHIFT  # nothing waiting: reuse the first pages
     area.close()
 
 
 def test_ring_wraps_and_waits_for_room():
-    area = StagingArea(3 * MIN_PACK)
+    area = StagingArea(3 * MIN_PACK + PAGE)
     packs = []
     for _ in range(3):
         p = area.open_pack()
         p.put(memoryview(bytes(MIN_PACK)))
         area.seal(p)
         packs.append(p)
-    assert [p.offset for p in packs] == [0, MIN_PACK, 2 * MIN_PACK]
+    assert [p.offset for p in packs] == [PACK_SHIFT + k * MIN_PACK for k in range(3)]
 
     def release_first_later():
         time.sleep(0.3)
@@ -48,7 +50,30 @@ def test_ring_wraps_and_waits_for_room():
     started = time.perf_counter()
     wrapped = area.open_pack()  # full: waits for the flusher to free the oldest
     assert time.perf_counter() - started >= 0.25 and area.waited >= 0.25
-    assert wrapped.offset == 0 and wrapped.capacity == MIN_PACK
+    assert wrapped.offset == PACK_SHIFT and wrapped.capacity == MIN_PACK
+    area.close()
+
+
+def test_pack_payloads_lie_shifted_from_a_page_boundary():
+    """Whatever the ring's state, each pack starts PACK_SHIFT past a page, and an
+    empty ring smaller than a pack plus the shift still gives a pack (no wait)."""
+    area = StagingArea(MIN_PACK)
+    pack = area.open_pack()
+    assert pack.offset == PACK_SHIFT and pack.capacity == MIN_PACK - PACK_SHIFT
+    pack.release()
+    area.close()
+    rng = np.random.default_rng(1)
+    area = StagingArea(6 * MIN_PACK)
+    live = []
+    for _ in range(60):
+        if live and (len(live) > 3 or rng.random() < 0.4):
+            live.pop(0).release()
+            continue
+        pack = area.open_pack()
+        assert pack.offset % PAGE == PACK_SHIFT
+        pack.put(memoryview(bytes(int(rng.integers(1, MIN_PACK)))))
+        area.seal(pack)
+        live.append(pack)
     area.close()
 
 

@@ -257,9 +257,15 @@ class Flusher:
     def _write_pack(self, pack: StagedPack) -> None:
         try:
             data = pack.data()
-            for extent in pack.extents:  # each piece's own hash, for reads of part of a pack
-                extent[4] = xxhash.xxh3_64_intdigest(data[extent[3] : extent[3] + extent[1]])
-            oid, written = self.store.put_object(self.xor.encode_pack(pack, data))
+            starts = [extent[3] for extent in pack.extents]  # where staged (a delta moves them)
+
+            def hash_extents():  # each piece's own hash, of its bytes, for reads of part of a pack
+                for extent, start in zip(pack.extents, starts):
+                    extent[4] = xxhash.xxh3_64_intdigest(data[start : start + extent[1]])
+
+            # a large pack's bytes are written by writer threads while this thread hashes
+            payload = self.xor.encode_pack(pack, data)
+            oid, written = self.store.put_object(payload, while_writing=hash_extents)
             pack.oid = oid
             self._pack_bytes += written
         except Exception as exc:  # noqa: BLE001 - the commits that need it fail with it

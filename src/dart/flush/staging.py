@@ -18,12 +18,20 @@ import mmap
 import threading
 import time
 
+from ..store.codec import HEADER_SIZE
+
 log = logging.getLogger("dart")
 
 #: Where each staged run starts in a pack: keeps restored arrays aligned for SIMD.
 ALIGN = 64
 #: A new pack is opened only with at least this much room (or an empty ring).
 MIN_PACK = 1 << 20
+#: Each pack starts this many bytes past a 4 KiB page boundary: in its object's
+#: file the payload follows the codec header, so payload bytes lie at the same
+#: offset within a page in memory and in the file, and the store writes them
+#: with direct I/O (store/local.py plan_pieces), no copy into the page cache.
+PAGE = 4096
+PACK_SHIFT = HEADER_SIZE % PAGE
 
 
 class StagedPack:
@@ -89,15 +97,22 @@ class StagingArea:
         self.waited = 0.0  #: seconds the program spent waiting for room
         self._warned = False
 
+    @staticmethod
+    def _fit(start: int, stop: int) -> tuple[int, int]:
+        """(offset, length) of a pack in the free region [start, stop): its start
+        moved up to the next offset PACK_SHIFT past a page boundary."""
+        offset = start + (PACK_SHIFT - start) % PAGE
+        return offset, max(0, stop - offset)
+
     def _room(self) -> tuple[int, int]:
         """(offset, length) of the free region the next pack takes."""
         if not self._live:
-            return 0, self.capacity
+            return self._fit(0, self.capacity)
         first, end = self._live[0].offset, self._end
         if end > first:  # live packs span [first, end): free at the tail, then at the head
-            tail = self.capacity - end
-            return (end, tail) if tail >= MIN_PACK or tail >= first else (0, first)
-        return end, first - end  # wrapped: free between the newest and the oldest
+            tail, head = self._fit(end, self.capacity), self._fit(0, first)
+            return tail if tail[1] >= MIN_PACK or tail[1] >= head[1] else head
+        return self._fit(end, first)  # wrapped: free between the newest and the oldest
 
     def open_pack(self) -> StagedPack:
         """A new pack in the biggest free region at the ring's end, of MIN_PACK
@@ -106,7 +121,7 @@ class StagingArea:
             started = None
             while True:
                 offset, length = self._room()
-                if length >= MIN_PACK:
+                if length >= MIN_PACK or not self._live:  # an empty ring: all of it
                     break
                 if started is None:
                     started = time.perf_counter()

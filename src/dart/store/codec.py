@@ -94,13 +94,13 @@ def _check_length(f: BinaryIO, codec: int, length: int, where: str) -> None:
         )
 
 
-def decode(f: BinaryIO, oid: str, where: str) -> bytearray:
+def decode(f: BinaryIO, oid: str, where: str, allocate=bytearray) -> bytearray:
     """The raw bytes of object ``oid`` read from ``f`` (at its start) into a new
-    writable buffer, verified against the id. Raw payloads are read straight
-    into it (no extra copy)."""
+    writable buffer (``allocate(length)``), verified against the id. Raw payloads
+    are read straight into it (no extra copy)."""
     codec, length = read_header(f, where)
     _check_length(f, codec, length, where)
-    data = bytearray(length)
+    data = allocate(length)
     view = memoryview(data)
     got = 0
     try:

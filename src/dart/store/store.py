@@ -129,14 +129,39 @@ class Store:
     def delete_object(self, oid: str) -> None:
         self.backend.delete(self._object_key(oid))
 
-    def put_object(self, data: bytes | memoryview) -> tuple[str, int]:
-        """Store `data`; return (object id, bytes written; 0 if it was already there)."""
+    def put_object(self, data: bytes | memoryview, while_writing=None) -> tuple[str, int]:
+        """Store `data`; return (object id, bytes written; 0 if it was already there).
+
+        A large object is written while its id is computed (the backend's
+        ``begin_put``: writer threads, the GIL released): hashing costs no time
+        to durable. ``while_writing()``, if given, runs on this thread meanwhile
+        (the flusher hashes a pack's pieces there)."""
         view = codec.byte_view(data)
+        begin = getattr(self.backend, "begin_put", None)
+        if begin is not None and self._gathered is None and view.nbytes >= self.backend.parallel_min:
+            pending = begin(codec.encode(view))
+            try:
+                oid = object_id(view)
+                if while_writing is not None:
+                    while_writing()
+                key = self._object_key(oid)
+                exists = self.backend.exists(key)
+            except BaseException:
+                pending.abandon()
+                raise
+            if exists:  # the same bytes were stored before (rare for changed data)
+                pending.abandon()
+                return oid, 0
+            return oid, pending.finish(key, step="object")
         oid = object_id(view)
         key = self._object_key(oid)
         if (self._gathered is not None and key in self._gathered[0]) or self.backend.exists(key):
-            return oid, 0
-        return oid, self._put(key, codec.encode(view), step="object")
+            written = 0
+        else:
+            written = self._put(key, codec.encode(view), step="object")
+        if while_writing is not None:
+            while_writing()
+        return oid, written
 
     @property
     def _gathered(self) -> tuple[dict, list] | None:
@@ -198,10 +223,11 @@ class Store:
                 next_step="damaged",
             ) from None
 
-    def read_object(self, oid: str) -> bytearray:
-        """The raw bytes of object `oid` in a new writable buffer, verified against its id."""
+    def read_object(self, oid: str, allocate=bytearray) -> bytearray:
+        """The raw bytes of object `oid` in a new writable buffer (``allocate(n)``:
+        a bytearray unless told), verified against its id."""
         with self._open_object(oid) as f:
-            return codec.decode(f, oid, self._where(self._object_key(oid)))
+            return codec.decode(f, oid, self._where(self._object_key(oid)), allocate)
 
     get_object = read_object
 
