@@ -38,11 +38,12 @@ SAMPLE = 128 * 1024
 PAYS = 0.95
 #: Item sizes tried when the buffer's own is unknown (1: a torch storage's bytes).
 GUESSES = (4, 2, 8)
-#: Share of the run's wall time the flusher may spend computing deltas: past it, a
+#: Share of the run's wall time the flusher may spend computing deltas (on two
+#: threads: twice that in CPU time): past it, a
 #: commit's buffers are written raw (deltas cost ~10 ms of CPU per MiB here; at a
 #: commit every few seconds they would slow the program, at the default interval
 #: they are nearly free). ``DART_XOR_BUDGET`` overrides it (0 to 1).
-BUDGET = 0.05
+BUDGET = 0.02
 
 
 def time_budget() -> float:
