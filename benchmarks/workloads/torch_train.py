@@ -10,6 +10,11 @@ trains for about 5 s on the reference machine (CPython 3.12, 2 cores).  The
 last lines printed are ``WORKLOAD_SECONDS`` (wall, perf_counter) and
 ``WORKLOAD_CPU_SECONDS`` (process CPU time of all threads) around the
 training loop; the torch import is outside that window.
+
+``DART_BENCH_COMMIT_EPOCHS=1,2,3`` (under ``dart run``): a commit falls due at
+the end of those epochs, as when dart's timer fires there (the monitor armed,
+the next safe point commits), so that runs of different lengths take the same
+commits at the same steps (``benchmarks/bench_monitor_instructions.py``).
 """
 
 import os
@@ -41,6 +46,16 @@ model = nn.Sequential(
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 loss_fn = nn.MSELoss()
 
+COMMIT_EPOCHS = {int(e) for e in os.environ.get("DART_BENCH_COMMIT_EPOCHS", "").split(",") if e}
+
+
+def commit_due():
+    """What dart's timer does when a commit falls due (a no-op without dart)."""
+    runner = sys.modules.get("dart.runner")
+    if runner is not None and runner._active is not None:
+        runner._active.monitor.due_now()
+
+
 wall0 = time.perf_counter()
 cpu0 = time.process_time()
 
@@ -58,6 +73,8 @@ for epoch in range(EPOCHS):
         optimizer.step()
         running += loss.item()
     losses.append(running / (inputs.shape[0] // BATCH))
+    if epoch + 1 in COMMIT_EPOCHS:
+        commit_due()
 
 wall = time.perf_counter() - wall0
 cpu = time.process_time() - cpu0
