@@ -180,7 +180,7 @@ def _definitions(script: str | None) -> dict | None:
         return None
     namespace = {"__name__": "__dart_load__", "__file__": script}
     try:
-        exec(compile(prologue(tree, {"path": []}), script, "exec"), namespace)
+        exec(compile(prologue(tree, {"path": []}), script, "exec", dont_inherit=True), namespace)
     except Exception:
         return None
     return namespace

@@ -93,7 +93,8 @@ def _start(session: Session) -> tuple:
             code, tree = session.prepare_resume(progress=tick)
     else:
         tree = session.tree
-        code = compile(tree, str(session.script), "exec")
+        # dont_inherit: dart's own `from __future__ import annotations` must not reach the script
+        code = compile(tree, str(session.script), "exec", dont_inherit=True)
     session.start(code, tree)
     return code
 

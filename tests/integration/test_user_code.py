@@ -187,3 +187,48 @@ def test_resume_through_a_pass_through_launcher(tmp_path):
     resumed = run(cmd, project, env=env)
     assert "train() for@" in resumed.stderr, resumed.describe()  # resumed inside train's loop
     check_resumed(reference, killed, resumed, max_repeated=1)
+
+
+ANNOTATED = '''
+import dataclasses
+import hashlib
+import time
+import typing
+
+
+@dataclasses.dataclass
+class Config:
+    lr: float = 0.1
+    tags: typing.ClassVar[list] = []
+
+
+def step(x: int, scale: float = 2.0) -> float:
+    return x * scale
+
+
+def main():
+    seen = []
+    for i in range(10):
+        seen.append(repr((step.__annotations__, Config.__annotations__, typing.get_type_hints(step))))
+        print(i, seen[-1], flush=True)
+        time.sleep(0.05)
+    print("sha256", hashlib.sha256("".join(seen).encode()).hexdigest())
+
+
+main()
+'''
+
+
+def test_the_script_gets_real_annotations_on_a_first_run_and_on_resume(tmp_path):
+    """dart's modules use ``from __future__ import annotations``; compiling the
+    script without dont_inherit passed it on, so annotations became strings
+    under dart (tyro / pydantic-style configs then see other types)."""
+    path = tmp_path / "annotated.py"
+    path.write_text(ANNOTATED)
+    ref = run(plain_cmd(path), tmp_path)
+    assert ref.returncode == 0 and "<class 'int'>" in ref.lines[0], ref.describe()
+    store = tmp_path / "store"
+    killed = run_and_kill(dart_cmd(path, store=store), tmp_path, after_lines=4)
+    assert killed.lines and killed.lines[0] == ref.lines[0], killed.describe()
+    resumed = run(dart_cmd(path, store=store), tmp_path)
+    check_resumed(ref.lines, killed, resumed, 1)

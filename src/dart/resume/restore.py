@@ -148,7 +148,7 @@ def plan_resume(program: Program, record: CommitRecord, store, progress=None) ->
             older_may_work=True,
         )
     try:
-        prologue_code = compile(prologue, filename, "exec")
+        prologue_code = compile(prologue, filename, "exec", dont_inherit=True)
         exec(prologue_code, namespace)
     except Exception as exc:
         raise ResumeError(
@@ -180,7 +180,7 @@ def plan_resume(program: Program, record: CommitRecord, store, progress=None) ->
     plan = ResumePlan(
         record=record,
         position=position,
-        code=compile(body, filename, "exec"),
+        code=compile(body, filename, "exec", dont_inherit=True),
         tree=body,
         prologue=(prologue_code, prologue),
         namespaces=[(namespace, values)],
@@ -204,7 +204,7 @@ def _rebuild_globals(program: Program, record: CommitRecord, position: dict) -> 
         if path[0][1] >= stop:
             continue  # the continuation runs it anyway
         stmt = node_at(program.tree, path)
-        code = compile(ast.Module(body=[stmt], type_ignores=[]), str(program.script), "exec")
+        code = compile(ast.Module(body=[stmt], type_ignores=[]), str(program.script), "exec", dont_inherit=True)
         out.append((name, code, f"line {stmt.lineno} of {program.name}"))
     return out
 
@@ -285,7 +285,7 @@ def _arm_function_frames(program: Program, plan: ResumePlan, frame_locals: list[
                 f"cannot resume inside {frame['qualname']}() (commit {plan.record.short}): {exc.message}",
                 next_step="fresh",
             ) from None
-        compiled = compile(module, filename, "exec")
+        compiled = compile(module, filename, "exec", dont_inherit=True)
         variant = next(
             c for c in nested_code(compiled) if c.co_name == node.name and c.co_firstlineno == node.lineno
         )
