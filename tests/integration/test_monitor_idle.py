@@ -30,6 +30,7 @@ PROGRAM = textwrap.dedent(
     for step in range(3):
         work(1000)
     dart.flush()  # the commit is durable: the flusher has nothing left to do
+    time.sleep(0.3)  # its threads finish the commit's bookkeeping and go back to waiting
 
     def switches(thread):
         # voluntary context switches of one thread: each wake-up is one
