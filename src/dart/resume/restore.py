@@ -256,7 +256,12 @@ def _arm_function_frames(program: Program, plan: ResumePlan, frame_locals: list[
         function.__code__ = code
 
     def saved_locals(index: int) -> tuple:
-        return tuple(frame_locals[index - 1].values())
+        # Handed over once: the resumed frame holds them now. Kept here they would
+        # outlive the program (this is a global of its module) and be finalized at
+        # interpreter exit, where a tqdm bar's __del__ crashed CPython 3.13.0.
+        values = tuple(frame_locals[index - 1].values())
+        frame_locals[index - 1] = {}
+        return values
 
     helpers = {
         cont.ENTER_NAME: enter,
