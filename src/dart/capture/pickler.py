@@ -269,6 +269,9 @@ class StatePickler(pickle.Pickler):
         self._pool_types = resources.pool_types()
         self._writer_type = resources.summary_writer_class()
         self._logging_types = resources.logging_types()
+        # one isinstance for the common case (none of them) in reducer_override
+        self._library_types = (*self._pool_types, *self._logging_types,
+                               *(t for t in (self._writer_type, self._bar_type) if t is not None))
 
     def _reduce_tensor(self, tensor, torch):
         """Plain CPU and CUDA tensors and parameters at the storage level (CUDA
@@ -381,6 +384,18 @@ class StatePickler(pickle.Pickler):
             skeleton["__slots__"] = cls.__dict__["__slots__"]
         return _make_class, (type(cls), cls.__name__, cls.__bases__, skeleton), namespace, None, None, _fill_class
 
+    def _reduce_library_object(self, obj):
+        """Library objects holding live resources (capture/resources.py, progressbars.py)."""
+        if self._pool_types and isinstance(obj, self._pool_types) and resources.shut_down(obj):
+            return resources.ShutDown, (f"{type(obj).__module__}.{type(obj).__qualname__}",)
+        if self._writer_type is not None and isinstance(obj, self._writer_type):
+            return resources.reduce_summary_writer(obj)
+        if self._logging_types and isinstance(obj, self._logging_types):
+            return resources.reduce_logging(obj, self._logging_types)
+        if self._bar_type is not None and isinstance(obj, self._bar_type):
+            return progressbars.reduce_bar(obj)
+        return NotImplemented
+
     def reducer_override(self, obj):
         if isinstance(obj, types.FunctionType):
             return self._reduce_function(obj)
@@ -420,14 +435,10 @@ class StatePickler(pickle.Pickler):
                 if isinstance(obj, self._loader_types[0]):
                     return dataloader.reduce_iterator(obj)
                 return dataloader.reduce_loader(obj)
-        if self._pool_types and isinstance(obj, self._pool_types) and resources.shut_down(obj):
-            return resources.ShutDown, (f"{type(obj).__module__}.{type(obj).__qualname__}",)
-        if self._writer_type is not None and isinstance(obj, self._writer_type):
-            return resources.reduce_summary_writer(obj)
-        if self._logging_types and isinstance(obj, self._logging_types):
-            return resources.reduce_logging(obj, self._logging_types)
-        if self._bar_type is not None and isinstance(obj, self._bar_type):
-            return progressbars.reduce_bar(obj)
+        if self._library_types and isinstance(obj, self._library_types):
+            reduced = self._reduce_library_object(obj)
+            if reduced is not NotImplemented:
+                return reduced
         numpy = sys.modules.get("numpy")
         if numpy is not None and type(obj) is numpy.ndarray and obj.base is not None:
             root = _root_array(obj)
