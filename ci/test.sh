@@ -17,8 +17,8 @@ setup_time=$(took "$t")
 # The two Pythons' suites run at the same time, each with its own pytest
 # temporary folder and log, printed when it ends: much of a test's time is
 # spent waiting on child processes (start-up, kills, commits becoming durable).
-# Measured on a 2-core machine: one after the other 1009 + 825 s, at the same
-# time 1388 s for the longer (2026-12-01, load ~2). DART_TEST_SERIAL=1 runs
+# Measured on a 2-core machine, 2026-12-01: one after the other 1009 + 825 s
+# (590 tests); at the same time, with 12 more corpus cases (671 tests), 1388 s. DART_TEST_SERIAL=1 runs
 # them one after the other, streaming the output.
 # The resume corpus's kill chains under a time interval exercise the same code
 # paths as its --every 0 chains on every Python; they run on the first Python
