@@ -60,6 +60,7 @@ from .resume import continuation as cont
 from .resume.anchors import anchors_of
 from .resume.restore import Program, ResumePlan, plan_resume
 from .store import CommitRecord, Lease, Store, open_store
+from .store.local import crash_point
 from .store.reach import GC_LEASE
 from .store.trust import warn_if_foreign
 
@@ -138,20 +139,27 @@ def plan_run(options: Options, script: Path, args: list[str], at: str | None = N
                 for problem in damage:
                     _warn(f"store {store.location} is damaged: {problem}")
                 resumable = [c for c in commits if c.resumable]
-                if resumable:
+                if commits and commits[0].position.get("kind") == "end":
+                    # Its newest commit is the one at the program's end: it was stopped while
+                    # the interpreter exited, its work done. It counts as finished.
+                    if store.writable:
+                        store.update_run(last["id"], status="finished")
+                    _warn(f"run {last['id']} had made its final commit {commits[0].short} when it was stopped: "
+                          "it counts as finished, and this run starts from the beginning")
+                elif resumable:
                     if damage and store.writable and _ref_of(store, last["id"]) != commits[0].id:
                         store.repair_ref(f"runs/{last['id']}", commits[0].id)  # the flusher moves it from here
                     return RunPlan(store, last["id"], resumable[0], commits[0].id, lease, command, resumable[1:])
-                if damage:  # its history is there but damaged: starting over is the user's call
+                elif damage:  # its history is there but damaged: starting over is the user's call
                     raise ResumeError(
                         f"run {last['id']} cannot be resumed: its history in store {store.location} is damaged "
                         f"({damage[0]}) and no intact commit of it can be continued; `dart fsck` tells more",
                         next_step="fresh",
                     )
-                branched = last.get("branched_from")
-                if branched and not damage:  # a branch killed before its first commit: start it again
+                elif last.get("branched_from"):  # a branch killed before its first commit: start it again
+                    branched = last["branched_from"]
                     return RunPlan(store, last["id"], store.get_commit(branched), branched, lease, command)
-                if store.writable:
+                elif store.writable:
                     store.update_run(last["id"], status="abandoned")
             except BaseException:
                 lease.release()
@@ -744,6 +752,7 @@ class Session:
         progressbars.uninstall()
         try:
             self.writer.close(settle=False)  # the run's end is recorded first, then the journal settled
+            crash_point("run-end")  # test hook: the last commit is durable, the run's end not recorded
         finally:
             try:
                 self.store.update_run(self.plan.run_id, ended=time.time(), commits=self.commits, **run_fields)

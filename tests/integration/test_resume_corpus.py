@@ -215,8 +215,18 @@ def kill_mid_commit(cmd, cwd: Path, store: Path) -> Result:
 
 
 def newest_run_finished(store: Path) -> bool:
-    runs = open_store(store, create=False).list_runs() if (store / "store.json").exists() else []
-    return bool(runs) and runs[-1].get("status") == "finished"
+    """The newest run is marked finished, or made its end-of-program commit (a kill
+    while the interpreter exited: the next run counts it as finished)."""
+    if not (store / "store.json").exists():
+        return False
+    opened = open_store(store, create=False)
+    runs = opened.list_runs()
+    if not runs:
+        return False
+    if runs[-1].get("status") == "finished":
+        return True
+    commits = opened.log(run=runs[-1]["id"])
+    return bool(commits) and commits[0].position.get("kind") == "end"
 
 
 def commit_count(store: Path) -> int:
@@ -314,13 +324,13 @@ def kill_chain(case: Case, ref: Reference, tmp_path: Path, every: str, kills: in
             # over (a file it appends to then holds that partial output twice,
             # as with plain python): kill once the run has committed.
             killed = kill_after_a_commit(cmd, tmp_path, store, wait=rnd.uniform(0.0, 0.4))
-            if not killed.killed or newest_run_finished(store):
-                # (a kill may also land after the run ended, while the interpreter exits)
-                # It finished first (little work was left): that is the last run.
-                assert_resumed_from_newest(commits, killed)
-                runs.append(killed)
-                final = killed
-                break
+        if not killed.killed or newest_run_finished(store):
+            # It finished first (little work was left), or the kill landed after its
+            # last commit, while the interpreter exited: that is the last run.
+            assert_resumed_from_newest(commits, killed)
+            runs.append(killed)
+            final = killed
+            break
         runs.append(killed)
         assert_resumed_from_newest(commits, killed)
         so_far = continue_output(case, ref.lines, so_far, killed.lines, every == "0", runs)

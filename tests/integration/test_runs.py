@@ -247,3 +247,26 @@ def test_two_starts_at_once_make_one_run(tmp_path, attempt):
     loser = next(err for _, err, code in results if code == 2)
     assert "is already running in process" in loser and "dart: error:" in loser, loser
     assert len(list((store / "runs").glob("*.json"))) == 1
+
+
+def test_run_stopped_after_its_final_commit_counts_as_finished(tmp_path):
+    """Killed while the interpreter exits, after the end-of-program commit but
+    before the run's end was recorded: the work is done, so the next run of the
+    command starts over (as after a finished run) instead of redoing the last
+    iterations from an older commit."""
+    target = script("counter_while.py")
+    reference = run(plain_cmd(target), tmp_path).lines
+    store = tmp_path / "store"
+    cmd = dart_cmd(target, store=store, every="0")
+    stopped = run(cmd, tmp_path, env=child_env(DART_TEST_CRASH_AT="run-end"))
+    assert stopped.returncode == 70 and stopped.lines == reference, stopped.describe()
+    first_run = dart_log(store, tmp_path)[0]
+    assert first_run["position"].endswith("(end)")
+    again = run(cmd, tmp_path)
+    assert again.returncode == 0 and again.lines == reference, again.describe()
+    assert "resuming" not in again.stderr, again.describe()
+    assert f"run {first_run['run']} had made its final commit {first_run['id'][:12]}" in again.stderr
+    runs = run([PYTHON, "-m", "dart", "runs", "--store", str(store), "--json"], tmp_path)
+    assert runs.returncode == 0, runs.describe()
+    statuses = {r["id"]: r["status"] for r in json.loads(runs.stdout)}
+    assert statuses[first_run["run"]] == "finished" and len(statuses) == 2, statuses
