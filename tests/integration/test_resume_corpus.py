@@ -122,7 +122,9 @@ CASES = [
     Case("tqdm_loop", "tqdm_loop.py", uses_torch=True),  # tqdm iterates with a generator
     Case("gan_folds", "gan_folds.py", uses_torch=True),  # a shut-down Pool left in main()'s locals
     Case("logging_handlers", "logging_handlers.py"),  # handlers in locals, attached to loggers
-    Case("grid_search_joblib", "grid_search_joblib.py"),  # a joblib.Parallel in a local: rebuilt  # csv.writer / DictWriter in locals (the C writer does not pickle)
+    Case("grid_search_joblib", "grid_search_joblib.py"),  # a joblib.Parallel in a local: rebuilt
+    # Generator objects in variables and attributes, pulled with next(): saved as their frames.
+    Case("generator_streams", "generator_streams.py", interval_kills=3, uses_torch=True),
 ]
 BY_ID = {case.id: case for case in CASES}
 

@@ -15,12 +15,13 @@ continuable, and the commit waits for a safe point further out.
 from __future__ import annotations
 
 import ast
+import types
 from dataclasses import dataclass
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING
 
 from ..astpath import innermost_statement, position_at
-from . import dataloader
+from . import dataloader, pickler
 
 if TYPE_CHECKING:  # the monitor's analysis of a code object; capture only reads it
     from ..monitor.sites import CodeSites, LoopSite
@@ -230,6 +231,8 @@ def savable(iterator, depth: int = 0) -> bool:
     if dataloader.is_loader_iterator(iterator):
         return dataloader.savable(iterator)
     kind = type(iterator)
+    if kind is types.GeneratorType:
+        return pickler.generator_savable(iterator)
     known = _SAVABLE.get(kind)
     if known is False:
         return False

@@ -15,6 +15,7 @@ restore as one object. On top of plain pickle:
 * a torch optimizer is saved with all its attributes (torch's own pickling
   keeps only defaults, state and param_groups);
 * a torch DataLoader iterator is saved as how to re-create it (see dataloader.py);
+* a generator of the user's code is saved as its frame (resume/generators.py);
 * a CPU torch tensor is saved as (storage, offset, size, stride, dtype), its
   storage's bytes out of band and once per storage, so views and tensors that
   share a storage come back sharing it.
@@ -220,6 +221,42 @@ def _top_level_definitions(path) -> frozenset | None:
 _user_modules: dict[tuple, bool] = {}
 
 
+def user_module(name: str, main: types.ModuleType | None) -> bool:
+    """Is module ``name`` the user's code: the main script, or a file in its
+    folder or below?"""
+    if name == "__main__":
+        return True
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None) if module is not None else None
+    main_path = getattr(main, "__file__", None) if main is not None else None
+    if not isinstance(path, str) or not isinstance(main_path, str):
+        return False
+    key = (path, main_path)
+    known = _user_modules.get(key)
+    if known is None:
+        known = _user_modules[key] = os.path.dirname(os.path.abspath(path)).startswith(
+            os.path.dirname(os.path.abspath(main_path))
+        )
+    return known
+
+
+#: How generators of the user's code are saved: resume/generators.py, which
+#: registers itself (saving one means building its continuation on load, which
+#: is resume's work; capture does not import resume).
+_generators = None
+
+
+def save_generators_with(save, can_save) -> None:
+    global _generators
+    _generators = (save, can_save)
+
+
+def generator_savable(gen: types.GeneratorType, main: types.ModuleType | None = None) -> bool:
+    """Can the pickler save this generator object (its contents aside)?"""
+    main = main if main is not None else sys.modules.get("__main__")
+    return _generators is not None and _generators[1](gen, lambda name: user_module(name, main))
+
+
 def _dead_reference():
     """A weak reference whose object is gone (as the saved one's was)."""
     return weakref.ref(_Gone())
@@ -301,20 +338,7 @@ class StatePickler(pickle.Pickler):
         )
 
     def _user_module(self, name: str) -> bool:
-        if name == "__main__":
-            return True
-        module = sys.modules.get(name)
-        path = getattr(module, "__file__", None) if module is not None else None
-        main_path = getattr(self._main, "__file__", None) if self._main is not None else None
-        if not isinstance(path, str) or not isinstance(main_path, str):
-            return False
-        key = (path, main_path)
-        known = _user_modules.get(key)
-        if known is None:
-            known = _user_modules[key] = os.path.dirname(os.path.abspath(path)).startswith(
-                os.path.dirname(os.path.abspath(main_path))
-            )
-        return known
+        return user_module(name, self._main)
 
     def _by_value(self, obj) -> bool:
         """Must this function or class of the user's code be saved by value? Yes
@@ -399,6 +423,9 @@ class StatePickler(pickle.Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, types.FunctionType):
             return self._reduce_function(obj)
+        if type(obj) is types.GeneratorType and _generators is not None:
+            reduced = _generators[0](obj, self._user_module)
+            return NotImplemented if reduced is None else reduced
         if isinstance(obj, type):
             return self._reduce_class(obj)
         if type(obj) in (staticmethod, classmethod):  # in the namespace of a class saved by value
@@ -460,12 +487,30 @@ class StatePickler(pickle.Pickler):
         return NotImplemented
 
 
+#: The ``main_namespace`` of the load in progress (where objects of the script
+#: that are re-created, not looked up, get their globals: generators).
+_loading_main: list[dict | None] = [None]
+
+
+def loading_main_namespace() -> dict:
+    """The script's namespace for the load in progress: the one the loader was
+    given (dart.load(run_source=True), dart show), else ``__main__``'s."""
+    return _loading_main[-1] if _loading_main[-1] is not None else sys.modules["__main__"].__dict__
+
+
 class StateUnpickler(pickle.Unpickler):
     """Resolves ``__main__`` names against ``main_namespace`` when given."""
 
     def __init__(self, file, buffers=None, main_namespace: dict | None = None):
         super().__init__(file, buffers=buffers)
         self._main_ns = main_namespace
+
+    def load(self):
+        _loading_main.append(self._main_ns)
+        try:
+            return super().load()
+        finally:
+            _loading_main.pop()
 
     def find_class(self, module, name):
         if module == "__main__" and self._main_ns is not None:

@@ -148,17 +148,19 @@ class Monitor:
 
     # -- reading loops at a safe point -------------------------------------------
     @staticmethod
-    def loop_iterators(frame: FrameType, sites: CodeSites, kind: str, loops) -> list | None:
+    def loop_iterators(frame: FrameType, sites: CodeSites, kind: str, loops, names: dict | None = None) -> list | None:
         """The iterator of each loop in ``loops`` (None for a ``while``) as the
         frame holds it now; None if the frame's stack cannot be trusted (a
-        caller suspended in a C call, whose stack pointer may be stale)."""
+        caller suspended in a C call, whose stack pointer may be stale).
+        ``names``: where a continuation keeps peeled loops' iterators (its
+        globals, or a generator continuation's locals)."""
         out, stack = [], None
         for loop in loops:
             if loop.kind != "for":
                 out.append(None)
                 continue
             if loop.iterator.global_name is not None:
-                iterator = frame.f_globals.get(loop.iterator.global_name)
+                iterator = (frame.f_globals if names is None else names).get(loop.iterator.global_name)
             else:
                 if stack is None:
                     stack = _native.frame_stack(frame)

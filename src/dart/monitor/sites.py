@@ -114,7 +114,9 @@ def stack_depths(code: CodeType) -> dict[int, int]:
             if compat.ends_flow(ins):
                 break
             try:
-                depth += dis.stack_effect(op, ins.arg, jump=False)
+                # A generator's frame starts with the value its first resume sends
+                # (POP_TOP takes it), which 3.12's stack_effect leaves out.
+                depth += 1 if ins.opname == "RETURN_GENERATOR" else dis.stack_effect(op, ins.arg, jump=False)
             except ValueError:
                 break
             nxt = by_offset[offset] + 1
