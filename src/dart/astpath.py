@@ -130,3 +130,23 @@ def position_after(tree: ast.Module, path: Path) -> tuple[str, Path] | None:
     if isinstance(parent, (ast.Try, ast.TryStar)) and parent.finalbody and name != "finalbody":
         return None
     return position_after(tree, parent_path)
+
+
+#: Calls that make a class: ``Point = namedtuple("Point", "x y")`` at the top of
+#: a module is as much a definition as a ``class`` statement.
+CLASS_FACTORIES = frozenset(
+    {"namedtuple", "NamedTuple", "make_dataclass", "TypedDict", "NewType", "Enum", "IntEnum", "StrEnum", "Flag",
+     "IntFlag"}
+)
+
+
+def class_factory_name(stmt: ast.stmt) -> str | None:
+    """The name ``stmt`` binds if it is ``Name = <class factory>(...)``, else None."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+        return None
+    call = stmt.value
+    if not isinstance(call, ast.Call):
+        return None
+    func = call.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    return stmt.targets[0].id if name in CLASS_FACTORIES else None

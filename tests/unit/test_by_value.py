@@ -110,6 +110,8 @@ def _pos(call: ast.Call):
         ("print(f(x))", "f", True, False),
         ("y = g() + f(x)", "f", False, False),
         ("make_trainer().fit(x)", "fit", False, False),
+        ("super().fit(x)", "fit", True, False),
+        ("return super(Child, self).step(batch)", "step", True, False),
         ("f(*g())", "f", False, False),
         ("f(**g())", "f", False, False),
         ("r = [f(c) for c in cs]", "f", False, False),

@@ -258,3 +258,25 @@ def test_a_logger_with_a_handler_dart_cannot_save_is_saved_by_name():
     state = pickler.loads(*pickler.dumps({"quiet": quiet, "odd": odd}))
     assert state["odd"] is odd and odd.handlers == [queue_handler]  # left as the process has it
     assert state["quiet"] is quiet and type(quiet.handlers[0]) is logging.NullHandler
+
+
+def test_a_tensor_whose_graph_backward_still_needs_refuses_the_commit():
+    torch = pytest.importorskip("torch")
+    w = torch.nn.Parameter(torch.ones(3))
+    acc = 0
+    for _ in range(2):
+        acc = acc + ((w * torch.arange(3.0)) ** 2).sum()  # summed over steps, backward() later
+    with pytest.raises(Exception, match="autograd graph backward\\(\\) has not used yet"):
+        pickler.dumps({"acc": acc, "w": w})
+    acc.backward()  # the graph is spent: saved like any tensor, as a leaf
+    back = roundtrip({"acc": acc, "w": w})
+    assert torch.equal(back["acc"], acc.detach()) and back["w"].requires_grad
+
+
+def test_loaded_arrays_have_the_canonical_dtype_objects():
+    state = {"a": np.arange(4.0), "big": np.zeros(200_000, dtype=np.float32), "view": np.arange(9)[2:]}
+    back = roundtrip(state)
+    assert all(back[k].dtype is np.dtype(state[k].dtype.name) for k in state)
+    import pickle
+
+    assert pickle.dumps(back) == pickle.dumps(state)  # what a script hashing its state sees

@@ -76,6 +76,14 @@ SOURCE = textwrap.dedent(
 
     def make_genexpr():
         return (i * i for i in range(3))
+
+    served = 0
+
+    def counted(n):
+        global served
+        for i in range(n):
+            served += 1
+            yield i
     '''
 )
 
@@ -244,3 +252,10 @@ def test_a_loop_over_a_generator_variable_is_savable(mod, monkeypatch):
     gen = mod.make_counter(1)(3)
     assert savable(gen)
     assert not savable(mod.make_genexpr())
+
+
+def test_global_declarations_stay_global(mod):
+    gen = mod.counted(4)
+    next(gen)
+    gen = round_trip(gen, mod)
+    assert list(gen) == [1, 2, 3] and mod.served == 4

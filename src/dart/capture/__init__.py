@@ -45,7 +45,7 @@ def _type_name(value) -> str:
 
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:200]
+    return text.splitlines()[0][:400]
 
 
 class Capturer:
@@ -69,7 +69,12 @@ class Capturer:
 
     def _known_bad(self, frame_key, name: str, value) -> bool:
         known = self.skipped.get((frame_key, name))
-        return known is not None and known[0] == id(value) and known[1] == _type_name(value)
+        # A tensor or a generator may pickle later (its graph spent, the generator
+        # at a yield statement): asked again each time, not known bad by its id.
+        return (
+            known is not None and known[0] == id(value) and known[1] == _type_name(value)
+            and known[1] not in _STATE_DEPENDENT
+        )
 
     def capture(
         self, namespace: dict, iterators: dict[str, object], frame_locals: list[tuple] = ()
@@ -85,6 +90,8 @@ class Capturer:
         for key, local_vars in frame_locals:
             kept = {}
             for name, value in local_vars.items():
+                if pickler.graph_in_use(value):  # cheap, and common in a loop: no pickling to find out
+                    raise UnsavableIterator({f"local variable '{name}' of {key}()": f"torch.Tensor: {pickler.GRAPH_IN_USE}"})
                 if not self._known_bad(key, name, value):
                     kept[name] = value
                 elif self.skipped[(key, name)][3] is None:  # known, and nothing can rebuild it
@@ -173,6 +180,10 @@ def _why(value, main) -> str:
     except Exception as exc:
         return _reason(exc)
     return "?"
+
+
+#: Types whose objects may pickle at one commit and not at another.
+_STATE_DEPENDENT = frozenset({"torch.Tensor", "torch.nn.parameter.Parameter", "generator"})
 
 
 class UnsavableIterator(CaptureError):

@@ -97,7 +97,16 @@ def call_on_path(stmt: ast.stmt | None, pos) -> ast.Call | None:
     if any(isinstance(n, _SCOPES) and id(n) not in in_arguments for n in ast.walk(stmt)):
         return None
     allowed = {id(c) for c in calls if any(inner is target for inner in ast.walk(c))} | in_arguments
+    allowed |= {id(c) for c in calls if _is_super(c)}  # ``super().fit()``: running super() again changes nothing
     return target if all(id(c) in allowed for c in calls) else None
+
+
+def _is_super(call: ast.Call) -> bool:
+    """``super()`` or ``super(Cls, self)``."""
+    return (
+        isinstance(call.func, ast.Name) and call.func.id == "super" and not call.keywords
+        and all(isinstance(a, ast.Name) for a in call.args)
+    )
 
 
 def blanked_arguments(call: ast.Call) -> bool:

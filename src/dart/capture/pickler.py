@@ -32,6 +32,7 @@ import sys
 import types
 import weakref
 
+from ..astpath import class_factory_name
 from . import dataloader, progressbars, resources
 
 PROTOCOL = 5
@@ -150,6 +151,45 @@ def _rebuild_tensor(storage, offset, size, stride, dtype, requires_grad, paramet
     return tensor
 
 
+GRAPH_IN_USE = (
+    "a tensor of an autograd graph backward() has not used yet (a loss summed over steps, log-probabilities "
+    "kept for an episode): it would come back without its graph, and backward() would not reach the weights; "
+    "dart commits where no such tensor is alive"
+)
+
+
+def graph_in_use(value) -> bool:
+    """Is ``value`` a torch tensor whose autograd graph backward() still needs?"""
+    torch = sys.modules.get("torch")
+    return (
+        torch is not None and isinstance(value, torch.Tensor) and value.requires_grad and not value.is_leaf
+        and _graph_in_use(value, torch)
+    )
+
+
+def _graph_in_use(tensor, torch, limit: int = 64) -> bool:
+    """Does backward() still need this non-leaf tensor's graph? The first node
+    (of ``limit``) that saved a tensor tells: backward() frees saved tensors, and
+    reading a freed one raises. A graph with no saved tensor in reach counts as
+    spent (a sum of leaves, say): nothing in it would be lost but the graph."""
+    todo = [tensor.grad_fn]
+    while todo and limit:
+        node = todo.pop()
+        limit -= 1
+        if node is None:
+            continue
+        for name in dir(node):
+            if name.startswith("_saved_"):
+                try:
+                    value = getattr(node, name)
+                except RuntimeError:
+                    return False
+                if isinstance(value, torch.Tensor):
+                    return True
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return False
+
+
 def _make_function(code_bytes, module_name, name, qualname, defaults, kwdefaults, cells, attributes,
                    globals_module: str | None = None):
     """``globals_module``: the module whose globals the code uses, when its
@@ -197,8 +237,9 @@ _definitions_cache: dict[str, frozenset | None] = {}
 
 
 def _top_level_definitions(path) -> frozenset | None:
-    """The names bound by the top-level ``def`` and ``class`` statements of the
-    source file ``path`` (None if it cannot be read). Read once per process: the
+    """The names bound by the top-level ``def`` and ``class`` statements (and
+    class factories, ``Point = namedtuple(...)``) of the source file ``path``
+    (None if it cannot be read). Read once per process: the
     running module was made from the source as it was then."""
     import ast
 
@@ -210,8 +251,10 @@ def _top_level_definitions(path) -> frozenset | None:
         with open(path, "rb") as f:
             tree = ast.parse(f.read())
         names = frozenset(
-            stmt.name for stmt in tree.body if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        )
+            stmt.name if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            else class_factory_name(stmt)
+            for stmt in tree.body
+        ) - {None}
     except (OSError, SyntaxError, ValueError):
         names = None
     _definitions_cache[path] = names
@@ -320,7 +363,9 @@ class StatePickler(pickle.Pickler):
         if tensor.layout != torch.strided or tensor.is_quantized or tensor.is_nested:
             return NotImplemented
         if tensor.requires_grad and not tensor.is_leaf:
-            return NotImplemented
+            if _graph_in_use(tensor, torch):
+                raise pickle.PicklingError(GRAPH_IN_USE)
+            return NotImplemented  # its graph is spent: torch saves it as a leaf, as good as any
         storage = tensor.untyped_storage()
         key = (str(tensor.device), storage.data_ptr(), storage.nbytes())
         proxy = self._storages.get(key)
@@ -467,6 +512,11 @@ class StatePickler(pickle.Pickler):
             if reduced is not NotImplemented:
                 return reduced
         numpy = sys.modules.get("numpy")
+        if numpy is not None and isinstance(obj, numpy.dtype) and obj.isbuiltin == 1 and obj.metadata is None:
+            # By its name: NumPy's own pickling makes a new dtype object, so a loaded
+            # array's dtype would not be `np.dtype("float64")` itself (and pickled
+            # again, its bytes would differ from the uninterrupted run's).
+            return numpy.dtype, (obj.str,)
         if numpy is not None and type(obj) is numpy.ndarray and obj.base is not None:
             root = _root_array(obj)
             if (

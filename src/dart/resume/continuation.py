@@ -22,7 +22,7 @@ from __future__ import annotations
 import ast
 import copy
 import itertools
-from ..astpath import Path
+from ..astpath import Path, class_factory_name
 from ..errors import ResumeError
 from ..monitor.tracked import SavedLoop  # noqa: F401  (commits of dart 0.1 name it here)
 
@@ -52,6 +52,8 @@ def iterator_global(key: str) -> str:
 def _is_definition(stmt: ast.stmt, modules: frozenset) -> bool:
     if isinstance(stmt, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return True
+    if class_factory_name(stmt) is not None:
+        return True
     return (
         isinstance(stmt, ast.Assign)
         and isinstance(stmt.value, ast.Lambda)
@@ -70,7 +72,8 @@ def imported_names(tree: ast.Module) -> frozenset:
 
 #: Calls that configure the process rather than compute: state no commit holds
 #: (torch's default dtype and threads, NumPy's print and error modes, warning
-#: filters, logging), so resume runs them again when they came before the position.
+#: filters, logging, the working directory, exit and signal handlers), so resume
+#: runs them again when they came before the position.
 SETTING_CALLS = frozenset(
     {
         "set_default_dtype",
@@ -87,8 +90,13 @@ SETTING_CALLS = frozenset(
         "basicConfig",
         "setrecursionlimit",
         "set_start_method",
+        "chdir",  # os.chdir: files the rest of the program writes land there
+        "register",  # atexit.register, codecs.register
+        "signal",  # signal.signal: a handler for SIGTERM, SIGINT
     }
 )
+#: ``sys.path.insert(0, ...)`` before an import of the script's own helpers.
+PATH_CALLS = frozenset({"insert", "append", "extend"})
 
 
 def _root(node: ast.expr) -> str | None:
@@ -102,7 +110,11 @@ def is_setting(stmt: ast.stmt, modules: frozenset) -> bool:
     or ``os.environ["X"] = "1"``: on an imported module, not on an object."""
     if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
         func = stmt.value.func
-        return isinstance(func, ast.Attribute) and func.attr in SETTING_CALLS and _root(func.value) in modules
+        if not isinstance(func, ast.Attribute):
+            return False
+        if func.attr in PATH_CALLS and ast.unparse(func.value) == "sys.path":
+            return "sys" in modules
+        return func.attr in SETTING_CALLS and _root(func.value) in modules
     if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
         target = stmt.targets[0]
         plain = isinstance(stmt.value, (ast.Constant, ast.Attribute, ast.Name))
@@ -334,6 +346,40 @@ def names_defined(tree: ast.Module) -> set[str]:
     return defined
 
 
+def hoist_declarations(function: ast.FunctionDef, body: list) -> list:
+    """``body`` (a new body for ``function``) with the function's ``global`` and
+    ``nonlocal`` statements first: a continuation starts past them, and without
+    them the names would be locals. Copies inside ``body`` become ``pass`` (a
+    declaration after a use is a syntax error)."""
+    declared: dict[type, list[str]] = {ast.Global: [], ast.Nonlocal: []}
+    todo = list(function.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Global, ast.Nonlocal)):
+            declared[type(node)] += [n for n in node.names if n not in declared[type(node)]]
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    if not any(declared.values()):
+        return body
+
+    class Drop(ast.NodeTransformer):
+        def visit_Global(self, node):
+            return ast.copy_location(ast.Pass(), node)
+
+        visit_Nonlocal = visit_Global
+
+        def visit_FunctionDef(self, node):
+            return node  # their own declarations stay
+
+        visit_AsyncFunctionDef = visit_ClassDef = visit_Lambda = visit_FunctionDef
+
+    body = [Drop().visit(stmt) for stmt in body]
+    heads = [ast.copy_location(kind(names=names), function) for kind, names in declared.items() if names]
+    for head in heads:
+        head.end_lineno, head.end_col_offset = head.lineno, head.col_offset
+    return heads + body
+
+
 ENTER_NAME = "__dart_enter__"  # global: __dart_enter__(i) puts back function i's own code
 LOCALS_NAME = "__dart_locals__"  # global: __dart_locals__(i) returns function i's saved locals
 
@@ -388,7 +434,7 @@ def function_variant(
     if freevars:  # never runs; keeps the closure's variables free in the new code
         refs = ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Load()) for n in freevars], ctx=ast.Load())
         keep.append(at(ast.If(test=ast.Constant(False), body=[ast.Expr(refs)], orelse=[])))
-    node.body = prelude + rest + keep
+    node.body = hoist_declarations(node, prelude + rest + keep)
     node.decorator_list = []
     ast.fix_missing_locations(module)
     return module, node

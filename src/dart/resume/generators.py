@@ -284,7 +284,7 @@ def _continuation(spec: dict, node: ast.FunctionDef) -> ast.FunctionDef:
     keep = ast.If(test=ast.Constant(False), body=[ast.Expr(ast.Yield(None))], orelse=[])  # stays a generator
     if spec["free"]:  # never runs; keeps the free variables free (cells of the factory)
         keep.body.append(ast.Expr(ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Load()) for n in spec["free"]], ctx=ast.Load())))
-    fdef.body = [_at(line, s) for s in prelude] + rest + [_at(line, keep)]
+    fdef.body = cont.hoist_declarations(node, [_at(line, s) for s in prelude] + rest + [_at(line, keep)])
     fdef.args = ast.arguments(posonlyargs=[], args=[ast.arg(arg=SAVED)], kwonlyargs=[], kw_defaults=[], defaults=[])
     fdef.decorator_list = []
     fdef.returns = None
