@@ -69,8 +69,7 @@ class Capturer:
 
     def _known_bad(self, frame_key, name: str, value) -> bool:
         known = self.skipped.get((frame_key, name))
-        # A tensor or a generator may pickle later (its graph spent, the generator
-        # at a yield statement): asked again each time, not known bad by its id.
+        # A tensor may pickle later (its graph spent): asked again each time.
         return (
             known is not None and known[0] == id(value) and known[1] == _type_name(value)
             and known[1] not in _STATE_DEPENDENT
@@ -86,6 +85,9 @@ class Capturer:
         info["skipped"] maps each global left out to "type: reason" and
         info["rebuilt"] maps frame index (0: globals) to the names resume must rebuild."""
         program = {n: v for n, v in namespace.items() if self.is_program_global(n) and not self._known_bad(None, n, v)}
+        for name, value in program.items():
+            if pickler.graph_in_use(value):  # not left out: the commit waits until its graph is spent
+                raise UnsavableIterator({f"global variable '{name}'": f"torch.Tensor: {pickler.GRAPH_IN_USE}"})
         frames = []
         for key, local_vars in frame_locals:
             kept = {}
@@ -183,7 +185,7 @@ def _why(value, main) -> str:
 
 
 #: Types whose objects may pickle at one commit and not at another.
-_STATE_DEPENDENT = frozenset({"torch.Tensor", "torch.nn.parameter.Parameter", "generator"})
+_STATE_DEPENDENT = frozenset({"torch.Tensor", "torch.nn.parameter.Parameter"})
 
 
 class UnsavableIterator(CaptureError):
