@@ -23,7 +23,7 @@ from pathlib import Path
 
 import xxhash
 
-from .capture import Capturer, csvwriter, dataloader, loading_commit, progressbars
+from .capture import Capturer, appended, csvwriter, dataloader, loading_commit, progressbars
 from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
@@ -341,6 +341,7 @@ class Session:
         dataloader.install()  # DataLoader iterators created from now on can be saved
         csvwriter.install()  # and csv writers
         progressbars.install()  # and loops over tqdm bars
+        appended.install(os.getcwd(), skip=(self.store.location,))  # and files it appends to between commits
         self.coordinator = LocalTimer(options)
         self._warned_loops: set[tuple] = set()
         self._closed = False
@@ -404,6 +405,7 @@ class Session:
             arm.function.__code__ = arm.variant
             self.monitor.watch_function(arm.variant, arm.node, arm.module, arm.tree)
         restore_hidden(plan.hidden)
+        appended.cut_back(plan.record.appended)  # lines appended after the commit are redone
         for problem in plan.problems:
             warnings.warn(problem, DartWarning, stacklevel=2)
         if os.environ.get("DART_QUIET", "").strip().lower() in ("", "0", "false", "no"):
@@ -646,6 +648,7 @@ class Session:
             "env": environment(),
             "source": {"file": str(self.script), "hash": self.source_hash},
             "command": self.plan.command,
+            "appended": appended.lengths(),
         }
         handle = self.writer.commit(pods, meta)
         del keep
@@ -750,6 +753,7 @@ class Session:
         dataloader.uninstall()
         csvwriter.uninstall()
         progressbars.uninstall()
+        appended.uninstall()
         try:
             self.writer.close(settle=False)  # the run's end is recorded first, then the journal settled
             crash_point("run-end")  # test hook: the last commit is durable, the run's end not recorded

@@ -125,6 +125,9 @@ CASES = [
     Case("grid_search_joblib", "grid_search_joblib.py"),  # a joblib.Parallel in a local: rebuilt
     # Generator objects in variables and attributes, pulled with next(): saved as their frames.
     Case("generator_streams", "generator_streams.py", interval_kills=3, uses_torch=True),
+    # super().fit(), a module-level namedtuple, `global`, os.chdir / atexit / signal
+    # before the loop, a loss summed before backward() (no commit with its graph alive).
+    Case("trainer_inheritance", "trainer_inheritance.py", uses_torch=True),
 ]
 BY_ID = {case.id: case for case in CASES}
 

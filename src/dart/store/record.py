@@ -47,6 +47,7 @@ class CommitRecord:
     env: dict = field(default_factory=dict)  #: versions the commit depends on
     source: dict = field(default_factory=dict)  #: {"file", "hash"} of the main script
     command: dict = field(default_factory=dict)  #: {"key", "script", "argv"}: rebuilds a lost run file
+    appended: dict = field(default_factory=dict)  #: path -> length of the files appended to (capture/appended.py)
     version: int = RECORD_VERSION
     id: str = ""  #: filled in by encode_record / decode_record
     extra: dict = field(default_factory=dict)  #: fields of this version that this dart does not know
