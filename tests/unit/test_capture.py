@@ -280,3 +280,14 @@ def test_loaded_arrays_have_the_canonical_dtype_objects():
     import pickle
 
     assert pickle.dumps(back) == pickle.dumps(state)  # what a script hashing its state sees
+
+
+def test_a_memmap_is_saved_as_its_file_not_a_copy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = np.lib.format.open_memmap("out.npy", mode="w+", dtype=np.float64, shape=(4, 2))
+    out[0] = 1.0  # not flushed yet: the commit flushes it
+    back = roundtrip({"out": out})["out"]
+    assert isinstance(back, np.memmap) and back.mode == "r+"  # "w+" again would empty the file
+    back[1] = 2.0
+    back.flush()
+    assert np.load("out.npy").tolist() == [[1.0, 1.0], [2.0, 2.0], [0.0, 0.0], [0.0, 0.0]]

@@ -101,6 +101,33 @@ def _file_state(f):
     return name, mode, encoding, newline, position, binary, size
 
 
+def _maps_a_file(array) -> bool:
+    import mmap
+
+    return isinstance(array.base, mmap.mmap) and isinstance(getattr(array, "filename", None), str)
+
+
+def _reduce_memmap(array):
+    """An ``np.memmap`` is saved as the file it maps (flushed now), not as a copy
+    of its bytes: loaded as a copy, writes after a resume would never reach the
+    file. Paths inside the working folder are kept relative to it (a copied
+    project folder maps its own file)."""
+    array.flush()
+    name = array.filename
+    here = os.getcwd()
+    if name.startswith(here + os.sep):
+        name = os.path.relpath(name, here)
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    mode = "r+" if array.mode == "w+" else array.mode  # "w+" would empty the file
+    return _open_memmap, (name, array.dtype, mode, array.offset, array.shape, order)
+
+
+def _open_memmap(name, dtype, mode, offset, shape, order):
+    import numpy as np
+
+    return np.memmap(name, dtype=dtype, mode=mode, offset=offset, shape=shape, order=order)
+
+
 def _root_array(array):
     """The outermost ndarray in ``array``'s chain of bases (the one whose memory
     the view looks at)."""
@@ -512,6 +539,8 @@ class StatePickler(pickle.Pickler):
             if reduced is not NotImplemented:
                 return reduced
         numpy = sys.modules.get("numpy")
+        if numpy is not None and type(obj) is numpy.memmap and obj.mode in ("r", "r+", "w+") and _maps_a_file(obj):
+            return _reduce_memmap(obj)
         if numpy is not None and isinstance(obj, numpy.dtype) and obj.isbuiltin == 1 and obj.metadata is None:
             # By its name: NumPy's own pickling makes a new dtype object, so a loaded
             # array's dtype would not be `np.dtype("float64")` itself (and pickled
