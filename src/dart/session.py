@@ -585,6 +585,8 @@ class Session:
         }
         if spot.blank is not None:
             state["blank"] = spot.blank
+        if spot.kind == "loop" and spot.loops and spot.loops[-1].kind == "while" and frame.f_lasti in spot.sites.tested_jumps:
+            state["tested"] = True  # taken after the next iteration's test ran (and was true): resume runs the body
         return state
 
     def _commit(self, spots: list[FrameSpot], message, resumable=True, bind=None) -> CommitHandle | None:

@@ -128,6 +128,7 @@ CASES = [
     # super().fit(), a module-level namedtuple, `global`, os.chdir / atexit / signal
     # before the loop, a loss summed before backward() (no commit with its graph alive).
     Case("trainer_inheritance", "trainer_inheritance.py", uses_torch=True),
+    Case("while_readline", "while_readline.py", repeat=2),  # while tests that take the next item
 ]
 BY_ID = {case.id: case for case in CASES}
 

@@ -58,6 +58,11 @@ class CodeSites:
     module: str = "__main__"  # the module whose source ``root`` is
     root: ast.Module | None = None  # that module's whole AST (paths start there)
     depths: dict[int, int] = field(default_factory=dict)  # static stack depth per offset
+    # the backward jumps of ``while`` loops that come after their test (the copy
+    # CPython puts at the end of the body): the next iteration's test has run, and
+    # was true, when such a jump is taken. Both ends of each: during the JUMP
+    # event a frame's f_lasti is the destination on 3.12, the jump on 3.13.
+    tested_jumps: set[int] = field(default_factory=set)
 
     def depth_at(self, lasti: int) -> int:
         """Stack depth at the instruction ``f_lasti`` is in (a suspended caller's
@@ -269,6 +274,7 @@ def analyze(code: CodeType, tree: ast.AST, module: str = "__main__", root: ast.M
         if len(edges) == len(whiles[key]):
             for edge, (_, site) in zip(sorted(edges), whiles[key]):
                 sites.back_edges[edge] = site
+                sites.tested_jumps.update(edge)
     for site in {id(s): s for s in sites.back_edges.values() if s.kind == "while"}.values():
         edges = [e for e, s in sites.back_edges.items() if s is site]
         sites.loop_ranges.append((min(dst for _, dst in edges), max(src for src, _ in edges), site))

@@ -157,8 +157,10 @@ def blank_arguments(stmt: ast.stmt, position) -> None:
 
 
 class _Builder:
-    def __init__(self, kind: str, frame_index: int = 0, recreated: frozenset = frozenset(), blank=None):
+    def __init__(self, kind: str, frame_index: int = 0, recreated: frozenset = frozenset(), blank=None,
+                 tested: bool = False):
         self.kind = kind
+        self.tested = tested  # a "loop" position of a while loop whose next test has run already
         self.frame_index = frame_index
         self.recreated = recreated  # iterator keys of SavedLoop loops
         self.blank = blank  # the source position of a call to re-run with placeholder arguments
@@ -196,6 +198,11 @@ class _Builder:
                     blank_arguments(again, self.blank)
                 again._dart_resumed = True  # entered already (for a caller: re-entering its call)
                 return [again] + tail
+            if self.tested and isinstance(node, ast.While):
+                # The commit came after the test of the next iteration had run (and
+                # was true): run that iteration's body first, without running the
+                # test again (`while (batch := next_batch()) is not None:` would skip one).
+                return self.peel(node, copy.deepcopy(node.body)) + tail
             return self.restored_loop(node, top=True) + tail
         return self.inside(node, rest) + tail
 
@@ -323,7 +330,7 @@ def continuation(tree: ast.Module, position: dict, recreated: frozenset = frozen
     kind = frame["kind"]
     if kind not in ("before", "loop"):
         raise ResumeError(f"a commit at a position of kind {kind!r} cannot be resumed")
-    body = _Builder(kind, 0, recreated, frame.get("blank")).block(tree.body, _path(frame))
+    body = _Builder(kind, 0, recreated, frame.get("blank"), frame.get("tested", False)).block(tree.body, _path(frame))
     module = ast.Module(body=body, type_ignores=[])
     ast.fix_missing_locations(module)
     return module
@@ -429,7 +436,9 @@ def function_variant(
             prelude.append(copy.deepcopy(node_at(module, path)))
     modules = imported_names(module)
     prelude += [copy.deepcopy(stmt) for stmt in node.body[:here] if is_setting(stmt, modules)]
-    rest = _Builder(frame["kind"], index, recreated, frame.get("blank")).block(node.body, _path(frame)[len(def_path) :])
+    rest = _Builder(frame["kind"], index, recreated, frame.get("blank"), frame.get("tested", False)).block(
+        node.body, _path(frame)[len(def_path) :]
+    )
     keep = []
     if freevars:  # never runs; keeps the closure's variables free in the new code
         refs = ast.Tuple(elts=[ast.Name(id=n, ctx=ast.Load()) for n in freevars], ctx=ast.Load())
