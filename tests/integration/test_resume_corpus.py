@@ -129,6 +129,7 @@ CASES = [
     # before the loop, a loss summed before backward() (no commit with its graph alive).
     Case("trainer_inheritance", "trainer_inheritance.py", uses_torch=True),
     Case("while_readline", "while_readline.py", repeat=2),  # while tests that take the next item
+    Case("pandas_rows", "pandas_rows.py", repeat=2),  # library generators (iterrows, date_range) saved as frames
 ]
 BY_ID = {case.id: case for case in CASES}
 

@@ -226,16 +226,22 @@ def test_yield_inside_an_expression_is_refused_with_the_line(mod):
         round_trip(gen, mod)
 
 
-def test_generator_expression_and_library_generators_are_not_saved(mod):
+def test_generator_expressions_are_refused_with_a_reason(mod):
     genexpr = mod.make_genexpr()
     with pytest.raises(pickle.PicklingError, match="is a generator expression; make it a list"):
         round_trip(genexpr, mod)
+
+
+def test_a_library_generator_in_python_is_saved_like_the_users(mod):
     import email.iterators
     from email.message import Message
 
-    library = email.iterators.body_line_iterator(Message())
-    with pytest.raises(TypeError, match="generator"):
-        round_trip(library, mod)
+    message = Message()
+    message.set_payload("one\ntwo\nthree\nfour\n")
+    lines = email.iterators.body_line_iterator(message)
+    assert next(lines) == "one\n"
+    assert savable(lines)
+    assert list(round_trip(lines, mod)) == ["two\n", "three\n", "four\n"]
 
 
 def test_edited_source_is_named_on_load(mod, tmp_path):

@@ -186,7 +186,7 @@ def save(gen: types.GeneratorType, user_module) -> tuple | None:
     if state == inspect.GEN_CLOSED:
         return _finished, ()
     module = gen.gi_frame.f_globals.get("__name__")
-    if not isinstance(module, str) or not user_module(module):
+    if not isinstance(module, str) or not (user_module(module) or _library_source(gen, module)):
         return None
     if gen.gi_code.co_name == "<genexpr>":
         raise _refuse(gen, "it is a generator expression; make it a list, or a generator function (which dart saves)")
@@ -222,12 +222,40 @@ def save(gen: types.GeneratorType, user_module) -> tuple | None:
     return make, (spec,)
 
 
+def _library_source(gen, module: str) -> bool:
+    """A generator of a library written in Python (pandas' ``iterrows()``, a
+    ``DatetimeIndex``'s iteration), whose source dart can continue as it does
+    the user's; not dart's own."""
+    filename = gen.gi_code.co_filename
+    return not module.startswith("dart.") and filename.endswith(".py") and os.path.isfile(filename)
+
+
+#: id of a library generator's code -> (that code, whether one of its generators pickled)
+_library_verdicts: dict[int, tuple[types.CodeType, bool]] = {}
+
+
 def can_save(gen: types.GeneratorType, user_module) -> bool:
-    """Would :func:`save` take this generator (its contents aside)?"""
+    """Would :func:`save` take this generator? For the user's generators, their
+    shape decides (what is in their locals is named if it does not pickle); for
+    a library's, one of its generators is pickled once to find out, so that a
+    loop over one that cannot be saved is counted instead (monitor/tracked.py)."""
     try:
-        return save(gen, user_module) is not None
+        if save(gen, user_module) is None:
+            return False
     except pickle.PicklingError:
         return False
+    module = gen.gi_frame.f_globals.get("__name__") if gen.gi_frame is not None else None
+    if gen.gi_frame is None or user_module(module):
+        return True
+    known = _library_verdicts.get(id(gen.gi_code))
+    if known is None or known[0] is not gen.gi_code:
+        try:
+            _pickler.dumps(gen, sys.modules.get("__main__"))
+            verdict = True
+        except Exception:  # noqa: BLE001 - whatever stops it, the loop is counted instead
+            verdict = False
+        known = _library_verdicts[id(gen.gi_code)] = (gen.gi_code, verdict)
+    return known[1]
 
 
 def _finished():
