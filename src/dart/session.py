@@ -324,6 +324,11 @@ class Session:
         self.script = script
         self.source = source
         self.tree = annotate_paths(ast.parse(source, str(script)))
+        coroutine = next((n for n in ast.walk(self.tree) if isinstance(n, ast.AsyncFunctionDef)), None)
+        if coroutine is not None:  # said once: nothing else would tell why no commit lands inside them
+            _warn(f"{script.name} defines async functions ({coroutine.name}() at line {coroutine.lineno}): dart "
+                  "commits only outside coroutines, so a loop inside one (run by asyncio.run) is not resumed "
+                  "from its middle")
         self.display_name = script.name
         self.source_hash = xxhash.xxh3_64_hexdigest(source.encode())
         self.capturer = Capturer(module, self._rebuild_statement)
@@ -348,6 +353,7 @@ class Session:
         self._anchors: dict[tuple, list[str]] = {}
         self.commits = 0
         self._after_transaction = False  # a dart.transaction(commit=True) asked for a commit
+        self._retry_at = 0.0  # perf_counter time before which safe points do not try to commit again
         self.steps: AtomicSteps | None = None  # --atomic-steps
 
     # -- starting ---------------------------------------------------------------
@@ -486,6 +492,8 @@ class Session:
         self._check_stop()
         if rollback.is_open():
             return  # never commit the inside of an unfinished transaction: the commit stays due
+        if time.perf_counter() < self._retry_at:
+            return  # the last try could not capture the state: wait (the commit stays due)
         try:
             self.monitor.watch_new_modules()  # callers in user modules imported since the last look
         except Exception:
@@ -615,6 +623,10 @@ class Session:
         try:
             pods, keep, info = self.capturer.capture(namespace, iterators, frame_locals)
         except CaptureError as exc:
+            # Trying again at every safe point would cost as much each time (a deep
+            # structure that fails only at the recursion limit): safe points are
+            # let by until nine times this try's cost has passed (at most 10 %).
+            self._retry_at = time.perf_counter() + 9 * (time.perf_counter() - started)
             where = " > ".join(f"{f['qualname']}:{f['line']}" for f in frames)
             self._warn_once(
                 ("capture", tuple(f["qualname"] for f in frames), tuple(map(tuple, frames[-1]["path"]))),
