@@ -11,8 +11,12 @@ difference of the two lengths, so
 
 is what dart costs per unit of the program's own work. Target: <= 1.005.
 
-    python benchmarks/bench_monitor_instructions.py [--workloads loop,torch,torch-commits]
+    python benchmarks/bench_monitor_instructions.py [--workloads loop,torch,torch-commits,torch-thread]
         [--jobs N] [--keep DIR] [--json out.json]
+
+Compare only counts of one invocation: a plain run of another version of the
+script, or from another path, moved the torch workload's per-step count by 2.6 %
+(docs/performance.md, issue 14), more than the target.
 
 Workloads: benchmarks/workloads/loop_heavy.py (pure Python) and torch_train.py
 (a small MLP trained with Adam, torch pinned to one thread, 128 and 320 steps);
