@@ -15,11 +15,19 @@ training loop; the torch import is outside that window.
 the end of those epochs, as when dart's timer fires there (the monitor armed,
 the next safe point commits), so that runs of different lengths take the same
 commits at the same steps (``benchmarks/bench_monitor_instructions.py``).
+
+``DART_BENCH_IDLE_THREADS=N`` (plain python): start N idle daemon threads first,
+before torch is imported, as dart's session starts its threads before the
+script runs: a control for "does a sleeping thread cost per step".
 """
 
 import os
 import sys
+import threading
 import time
+
+for _ in range(int(os.environ.get("DART_BENCH_IDLE_THREADS", "0"))):
+    threading.Thread(target=threading.Event().wait, name="bench-idle", daemon=True).start()
 
 import torch
 from torch import nn
