@@ -262,6 +262,7 @@ _REBUILDABLE_MODULES = (
     "matplotlib",
     "wandb",
     "joblib",  # Parallel: settings and a lock (its workers are made per call)
+    "sqlite3",  # a connection or cursor: the data is in the database file, connect() again
 )
 
 
