@@ -174,3 +174,12 @@ def test_a_wraps_wrapper_and_its_weak_reference_round_trip():
     assert state["box"].total_plus.__qualname__ == Box.total.__qualname__
     assert state["box"].total_plus.__closure__[0].cell_contents() is state["box"]
     assert state["gone"]() is None
+
+
+def test_a_method_called_on_a_call_is_named_in_the_refusal():
+    from dart.capture.path import _receiver_call
+
+    stmt = _stmt("history = Trainer(cfg, seed=1).fit(data)")
+    assert _receiver_call(stmt, _pos(_call(stmt, "fit"))) == "Trainer(cfg, seed=1)"
+    stmt = _stmt("super().fit(data)")
+    assert _receiver_call(stmt, _pos(_call(stmt, "fit"))) is None

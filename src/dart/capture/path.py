@@ -101,6 +101,20 @@ def call_on_path(stmt: ast.stmt | None, pos) -> ast.Call | None:
     return target if all(id(c) in allowed for c in calls) else None
 
 
+def _receiver_call(stmt: ast.stmt | None, pos) -> str | None:
+    """``Trainer(cfg)`` when the call at ``pos`` is a method called on what a call
+    returns (``Trainer(cfg).fit()``), as source text; else None."""
+    if stmt is None:
+        return None
+    for call in _calls_in(stmt):
+        if (call.lineno, call.end_lineno, call.col_offset, call.end_col_offset) == tuple(pos):
+            func = call.func
+            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call) and not _is_super(func.value):
+                text = ast.unparse(func.value)
+                return text if len(text) <= 60 else text[:57] + "..."
+    return None
+
+
 def _is_super(call: ast.Call) -> bool:
     """``super()`` or ``super(Cls, self)``."""
     return (
@@ -180,6 +194,13 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
         pos = position_at(caller.f_code, caller.f_lasti)
         target = call_on_path(stmt, pos)
         if target is None:
+            receiver = _receiver_call(stmt, pos)
+            if receiver is not None:  # ``Trainer(cfg).fit()``
+                raise NotContinuable(
+                    f"re-running the statement at line {caller.f_lineno} that calls {callee.f_code.co_qualname}() "
+                    f"would run {receiver} again first; give it a name of its own "
+                    f"(`obj = {receiver}`, then call the method on `obj`)"
+                )
             raise NotContinuable(
                 f"re-running the statement at line {caller.f_lineno} that calls {callee.f_code.co_qualname}() "
                 "would call something else first; move that call to its own statement"
