@@ -21,24 +21,24 @@ setup_time=$(took "$t")
 # (590 tests); at the same time, with 12 more corpus cases (671 tests), 1388 s. DART_TEST_SERIAL=1 runs
 # them one after the other, streaming the output.
 # The resume corpus's kill chains under a time interval exercise the same code
-# paths as its --every 0 chains on every Python; they run on the first Python
-# only, to keep the whole run short (DART_TEST_ALL=1 runs them on both).
-only_first=(-k "not test_kill_and_resume_time_interval")
+# paths as its --every 0 chains on every Python; each runs on one of the
+# Pythons, shared out between them (DART_TEST_SHARE, see test_resume_corpus.py)
+# so that both suites take about as long. DART_TEST_ALL=1 runs them all on both.
 logs=$(mktemp -d)
-run_suite() {  # $1: Python version; the rest: pytest arguments
-    local v=$1 extra=()
-    shift
-    if [ "$v" != "${pythons[0]}" ] && [ -z "${DART_TEST_ALL:-}" ]; then extra=("${only_first[@]}"); fi
-    echo "==> [.venv-$v] python -m pytest tests -q${extra[*]:+ ${extra[*]}}${*:+ $*}"
+run_suite() {  # $1: Python version, $2: its index; the rest: pytest arguments
+    local v=$1 index=$2 share=""
+    shift 2
+    if [ -z "${DART_TEST_ALL:-}" ]; then share="$index/${#pythons[@]}"; fi
+    echo "==> [.venv-$v] ${share:+DART_TEST_SHARE=$share }python -m pytest tests -q${*:+ $*}"
     local t=$(now)
-    ".venv-$v/bin/python" -m pytest tests -q --basetemp="$logs/tmp-$v" "${extra[@]}" "$@"
+    DART_TEST_SHARE=$share ".venv-$v/bin/python" -m pytest tests -q --basetemp="$logs/tmp-$v" "$@"
     echo $? >"$logs/rc-$v"
     took "$t" >"$logs/took-$v"
 }
 if [ -n "${DART_TEST_SERIAL:-}" ]; then
-    for v in "${pythons[@]}"; do run_suite "$v" "$@"; done
+    for i in "${!pythons[@]}"; do run_suite "${pythons[$i]}" "$i" "$@"; done
 else
-    for v in "${pythons[@]}"; do run_suite "$v" "$@" >"$logs/log-$v" 2>&1 & done
+    for i in "${!pythons[@]}"; do run_suite "${pythons[$i]}" "$i" "$@" >"$logs/log-${pythons[$i]}" 2>&1 & done
     printed=()
     while [ ${#printed[@]} -lt ${#pythons[@]} ]; do  # print each log as its suite ends
         for v in "${pythons[@]}"; do
