@@ -79,6 +79,14 @@ SOURCE = textwrap.dedent(
 
     served = 0
 
+    def by_kind(items):
+        for kind, value in items:
+            match kind:
+                case "x":
+                    yield value
+                case _:
+                    yield -value
+
     def counted(n):
         global served
         for i in range(n):
@@ -265,3 +273,10 @@ def test_global_declarations_stay_global(mod):
     next(gen)
     gen = round_trip(gen, mod)
     assert list(gen) == [1, 2, 3] and mod.served == 4
+
+
+def test_a_yield_resume_could_not_continue_is_refused_when_saved(mod):
+    gen = mod.by_kind([("x", 1), ("y", 2), ("x", 3)])
+    next(gen)
+    with pytest.raises(pickle.PicklingError, match=r"by_kind\(\).*cannot be saved"):
+        round_trip(gen, mod)

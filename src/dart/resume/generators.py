@@ -44,6 +44,7 @@ from ..astpath import Path, annotate_paths, node_at, source_span
 from ..capture import pickler as _pickler
 from ..monitor import Monitor
 from ..monitor.sites import analyze
+from ..errors import ResumeError
 from . import continuation as cont
 
 SAVED = "__dart_saved__"  # the one parameter of a re-created generator: its locals, iterators, ...
@@ -219,7 +220,33 @@ def save(gen: types.GeneratorType, user_module) -> tuple | None:
     spec["locals"] = {
         name: value for name, value in names.items() if name not in free and not name.startswith(_DART_NAMES)
     }
+    _check_continuable(gen, spec)
     return make, (spec,)
+
+
+#: (id of the code, path of the yield) -> (the code, why it cannot be continued, or None)
+_continuable: dict[tuple, tuple[types.CodeType, str | None]] = {}
+
+
+def _check_continuable(gen, spec: dict) -> None:
+    """Refuse now, naming the generator, what loading would refuse (a yield
+    inside a ``match`` case, say), rather than fail the resume. Built once per
+    yield of each code."""
+    key = (id(gen.gi_code), None if spec["at"] is None else tuple(map(tuple, spec["at"])))
+    known = _continuable.get(key)
+    if known is None or known[0] is not gen.gi_code:
+        why = None
+        path = gen.gi_frame.f_globals.get("__file__")
+        try:
+            node = node_at(_module_tree(path), tuple(tuple(step) for step in spec["def"]))
+            _continuation(spec, node)
+        except ResumeError as exc:
+            why = exc.message if hasattr(exc, "message") else str(exc)
+        except Exception:  # noqa: BLE001 - the source is unreadable here; loading will say so
+            why = None
+        known = _continuable[key] = (gen.gi_code, why)
+    if known[1] is not None:
+        raise _refuse(gen, f"resume could not continue it: {known[1]}")
 
 
 def _library_source(gen, module: str) -> bool:
