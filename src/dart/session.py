@@ -23,7 +23,7 @@ from pathlib import Path
 
 import xxhash
 
-from .capture import Capturer, appended, csvwriter, dataloader, loading_commit, progressbars
+from .capture import Capturer, appended, csvwriter, dataloader, loading_commit, pickler, progressbars
 from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
@@ -355,6 +355,7 @@ class Session:
         self.commits = 0
         self._after_transaction = False  # a dart.transaction(commit=True) asked for a commit
         self._retry_at = 0.0  # perf_counter time before which safe points do not try to commit again
+        self._whole_iterators: dict[str, bool] = {}  # counted loops whose iterator pickles as it is
         self.steps: AtomicSteps | None = None  # --atomic-steps
 
     # -- starting ---------------------------------------------------------------
@@ -537,6 +538,22 @@ class Session:
                     return f"line {stmt.lineno} ({ast.unparse(stmt)[:60]})"
         return None
 
+    def _saves_whole(self, key: str, iterator) -> bool:
+        """Can a counted loop's iterator (a generator of the user's code, maybe in
+        enumerate/zip) be saved as it is, so that resume need not replay it
+        (replaying runs the generator's body again: its prints, its reads)? Its
+        pickling is tried once per loop."""
+        known = self._whole_iterators.get(key)
+        if known is None:
+            known = savable(iterator)
+            if known:
+                try:
+                    pickler.dumps(iterator, main_module=self.module)
+                except Exception:  # noqa: BLE001 - then it is replayed, as before
+                    known = False
+            self._whole_iterators[key] = known
+        return known
+
     def _warn_once(self, key, message: str) -> None:
         if key not in self._warned_loops:
             self._warned_loops.add(key)
@@ -555,7 +572,10 @@ class Session:
             iterator = live[number] if live is not None else None
             if iterator is not None:
                 key = cont.iterator_key(index, loop.path)
-                if isinstance(iterator, CountingIterator):
+                if isinstance(iterator, CountingIterator) and self._saves_whole(key, iterator.inner):
+                    info["iteration"] = iterator.count
+                    iterator = iterator.inner  # a generator saved as its frame: nothing replayed on resume
+                elif isinstance(iterator, CountingIterator):
                     iterator = saved_form(iterator)
                     if iterator is None:
                         return None  # this run of the loop began before dart tracked it

@@ -95,7 +95,7 @@ CASES = [
     Case("early_stopping", "early_stopping.py", repeat=2),
     Case("while_anneal", "while_anneal.py"),
     Case("sgd_partial_fit", "sgd_partial_fit.py"),
-    Case("generator_batches", "generator_batches.py"),
+    Case("generator_batches", "generator_batches.py", repeat=2),
     Case("decorated_steps", "decorated_steps.py", uses_torch=True),
     Case("closures", "closures.py"),
     Case("closure_locals", "closure_locals.py"),

@@ -1,6 +1,8 @@
 """Linear regression with momentum, fed by user generators: a shuffling batch
 generator wrapped by an augmenting generator, consumed through enumerate().
-The generators and the loop body both draw from NumPy's global generator."""
+The generators and the loop body both draw from NumPy's global generator; the
+loop's generators are saved as their frames, so what they print is not
+printed again on resume."""
 
 import hashlib
 import time
@@ -12,6 +14,7 @@ PAUSE = 0.02
 
 def batches(x, y, size):
     order = np.random.permutation(len(x))
+    print(f"shuffled {len(order)} rows, first {order[0]}")  # printed once per epoch, never again on resume
     for start in range(0, len(x), size):
         idx = order[start : start + size]
         yield x[idx], y[idx]
