@@ -15,9 +15,8 @@ continuable, and the commit waits for a safe point further out.
 from __future__ import annotations
 
 import ast
-import types
 from dataclasses import dataclass
-from types import CodeType, FrameType
+from types import CodeType, FrameType, GeneratorType
 from typing import TYPE_CHECKING
 
 from ..astpath import innermost_statement, position_at
@@ -261,7 +260,7 @@ def savable(iterator, depth: int = 0) -> bool:
     if dataloader.is_loader_iterator(iterator):
         return dataloader.savable(iterator)
     kind = type(iterator)
-    if kind is types.GeneratorType:
+    if kind is GeneratorType:
         return pickler.generator_savable(iterator)
     known = _SAVABLE.get(kind)
     if known is False:
