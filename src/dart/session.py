@@ -347,7 +347,11 @@ class Session:
         dataloader.install()  # DataLoader iterators created from now on can be saved
         csvwriter.install()  # and csv writers
         progressbars.install()  # and loops over tqdm bars
-        appended.install(os.getcwd(), skip=(self.store.location,))  # and files it appends to between commits
+        # and files it appends to between commits (a journal of first opens in a local store)
+        self._appends_journal = (
+            os.path.join(self.store.location, "appends", plan.run_id) if os.path.isdir(self.store.location) else None
+        )
+        appended.install(os.getcwd(), skip=(self.store.location,), journal=self._appends_journal)
         self.coordinator = LocalTimer(options)
         self._warned_loops: set[tuple] = set()
         self._closed = False
@@ -413,7 +417,8 @@ class Session:
             arm.function.__code__ = arm.variant
             self.monitor.watch_function(arm.variant, arm.node, arm.module, arm.tree)
         restore_hidden(plan.hidden)
-        appended.cut_back(plan.record.appended)  # lines appended after the commit are redone
+        journal = appended.read_journal(self._appends_journal) if self._appends_journal else {}
+        appended.cut_back(plan.record.appended, journal)  # lines appended after the commit are redone
         for problem in plan.problems:
             warnings.warn(problem, DartWarning, stacklevel=2)
         if os.environ.get("DART_QUIET", "").strip().lower() in ("", "0", "false", "no"):

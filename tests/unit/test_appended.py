@@ -42,3 +42,23 @@ def test_cut_back_never_extends_and_skips_missing_files(tmp_path):
     assert appended.cut_back({str(tmp_path / "short.txt"): 10, str(tmp_path / "gone.txt"): 3}) == []
     assert (tmp_path / "short.txt").read_text() == "ab"
     appended.uninstall()
+
+
+def test_files_first_appended_to_after_the_commit_are_cut_back_from_the_journal(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    journal = tmp_path / ".dart" / "appends" / "run-1"
+    (tmp_path / "old.log").write_text("kept\n")
+    appended.install(str(tmp_path), skip=(str(tmp_path / ".dart"),), journal=str(journal))
+    try:
+        at_commit = appended.lengths()  # nothing appended to yet
+        with open("epoch3.log", "a") as f:  # created after the commit
+            f.write("redone\n")
+        with open("old.log", "a") as f:  # existed, first appended to after the commit
+            f.write("redone\n")
+    finally:
+        appended.uninstall()
+    first = appended.read_journal(str(journal))
+    assert first == {"epoch3.log": 0, "old.log": 5}
+    assert sorted(appended.cut_back(at_commit, first)) == ["epoch3.log", "old.log"]
+    assert (tmp_path / "epoch3.log").read_text() == "" and (tmp_path / "old.log").read_text() == "kept\n"
+    appended.uninstall()

@@ -79,6 +79,15 @@ SOURCE = textwrap.dedent(
 
     served = 0
 
+    def make_counter_shared():
+        seen = 0
+        def count():
+            nonlocal seen
+            while True:
+                seen += 1
+                yield seen
+        return count
+
     def by_kind(items):
         for kind, value in items:
             match kind:
@@ -279,4 +288,11 @@ def test_a_yield_resume_could_not_continue_is_refused_when_saved(mod):
     gen = mod.by_kind([("x", 1), ("y", 2), ("x", 3)])
     next(gen)
     with pytest.raises(pickle.PicklingError, match=r"by_kind\(\).*cannot be saved"):
+        round_trip(gen, mod)
+
+
+def test_a_generator_assigning_nonlocal_variables_is_refused(mod):
+    gen = mod.make_counter_shared()()
+    next(gen)
+    with pytest.raises(pickle.PicklingError, match=r"nonlocal seen"):
         round_trip(gen, mod)

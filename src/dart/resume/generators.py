@@ -198,6 +198,10 @@ def save(gen: types.GeneratorType, user_module) -> tuple | None:
     origin = _origin(gen)
     if origin is None:
         raise _refuse(gen, "dart does not find its `def` in the source of its module")
+    shared = [name for n in _own_nodes(origin.node) if isinstance(n, ast.Nonlocal) for name in n.names]
+    if shared:
+        raise _refuse(gen, f"it assigns `nonlocal {', '.join(shared)}`: a re-created generator would get a copy "
+                           "of the variable, no longer shared with the function that made it")
     names = dict(gen.gi_frame.f_locals)
     spec = {
         "module": origin.module,
