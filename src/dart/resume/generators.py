@@ -20,12 +20,15 @@ there as the saved one did (``send()`` reaches it). It is compiled from the
 module's globals. A generator not started yet is saved as its arguments, a
 finished one as a finished generator.
 
+Generators of libraries written in Python are saved the same way when one of
+their function's generators pickles (found out once per function).
+
 Limits (the pickler says which generator and why): the ``yield`` must be a
 statement, ``x = yield ...`` or ``yield from ...`` (not inside a larger
-expression); generator expressions and generators of libraries are not saved;
-a nested generator function gets its free variables' values in new cells
-(no longer shared with the function that made it); ``super()`` without
-arguments is not available in a re-created generator method.
+expression, nor in a ``match`` case); generator expressions are not saved; a
+nested generator function gets its free variables' values in new cells (one
+that assigns them, ``nonlocal``, is refused); ``super()`` without arguments is
+not available in a re-created generator method.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ from ..astpath import Path, annotate_paths, node_at, source_span
 from ..capture import pickler as _pickler
 from ..monitor import Monitor
 from ..monitor.sites import analyze
-from ..errors import ResumeError
 from . import continuation as cont
 
 SAVED = "__dart_saved__"  # the one parameter of a re-created generator: its locals, iterators, ...
@@ -157,7 +159,10 @@ def _waiting_at(gen, origin: _Origin) -> tuple[ast.stmt, str]:
         raise _refuse(gen, f"dart does not find the yield it waits at (line {frame.f_lineno}) in its source")
     stmt = _parents(origin.node).get(id(node))
     shapes = (ast.Expr, ast.Assign, ast.AnnAssign)
-    if not isinstance(stmt, shapes) or stmt.value is not node or not hasattr(stmt, "_dart_path"):
+    if isinstance(stmt, shapes) and stmt.value is node and not hasattr(stmt, "_dart_path"):
+        raise _refuse(gen, f"it waits at a yield inside a `match` statement (line {node.lineno}), "
+                           "where dart cannot continue a function")
+    if not isinstance(stmt, shapes) or stmt.value is not node:
         raise _refuse(
             gen,
             f"it waits at a yield inside an expression at line {node.lineno}; make that yield a statement of "
@@ -224,33 +229,7 @@ def save(gen: types.GeneratorType, user_module) -> tuple | None:
     spec["locals"] = {
         name: value for name, value in names.items() if name not in free and not name.startswith(_DART_NAMES)
     }
-    _check_continuable(gen, spec)
     return make, (spec,)
-
-
-#: (id of the code, path of the yield) -> (the code, why it cannot be continued, or None)
-_continuable: dict[tuple, tuple[types.CodeType, str | None]] = {}
-
-
-def _check_continuable(gen, spec: dict) -> None:
-    """Refuse now, naming the generator, what loading would refuse (a yield
-    inside a ``match`` case, say), rather than fail the resume. Built once per
-    yield of each code."""
-    key = (id(gen.gi_code), None if spec["at"] is None else tuple(map(tuple, spec["at"])))
-    known = _continuable.get(key)
-    if known is None or known[0] is not gen.gi_code:
-        why = None
-        path = gen.gi_frame.f_globals.get("__file__")
-        try:
-            node = node_at(_module_tree(path), tuple(tuple(step) for step in spec["def"]))
-            _continuation(spec, node)
-        except ResumeError as exc:
-            why = exc.message if hasattr(exc, "message") else str(exc)
-        except Exception:  # noqa: BLE001 - the source is unreadable here; loading will say so
-            why = None
-        known = _continuable[key] = (gen.gi_code, why)
-    if known[1] is not None:
-        raise _refuse(gen, f"resume could not continue it: {known[1]}")
 
 
 def _library_source(gen, module: str) -> bool:
