@@ -619,6 +619,8 @@ class Session:
         }
         if spot.blank is not None:
             state["blank"] = spot.blank
+        if spot.receiver:
+            state["receiver"] = True
         if spot.kind == "loop" and spot.loops and spot.loops[-1].kind == "while" and frame.f_lasti in spot.sites.tested_jumps:
             state["tested"] = True  # taken after the next iteration's test ran (and was true): resume runs the body
         return state

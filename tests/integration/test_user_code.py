@@ -232,3 +232,91 @@ def test_the_script_gets_real_annotations_on_a_first_run_and_on_resume(tmp_path)
     assert killed.lines and killed.lines[0] == ref.lines[0], killed.describe()
     resumed = run(dart_cmd(path, store=store), tmp_path)
     check_resumed(ref.lines, killed, resumed, 1)
+
+
+RECEIVERS = '''
+import functools
+import hashlib
+import random
+import time
+
+built = []
+
+
+def traced(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        print("traced", method.__name__, flush=True)
+        return method(self, *args, **kwargs)
+    return wrapper
+
+
+class Trainer:
+    def __init__(self, cfg):
+        built.append(cfg["seed"])
+        print("built", cfg["seed"], len(built), flush=True)
+        self.rng = random.Random(cfg["seed"])
+        self.w = 0.0
+
+    @staticmethod
+    def make(seed):
+        return Trainer({"seed": seed})
+
+    def fit(self, epochs):
+        for epoch in range(epochs):
+            for _ in range(4):
+                self.w += self.rng.random()
+                time.sleep(0.02)
+            print("fit", epoch, round(self.w, 6), flush=True)
+        return self.w
+
+    @traced
+    def tune(self, rounds):
+        for r in range(rounds):
+            self.w -= self.rng.random() / 4
+            time.sleep(0.06)
+            print("tune", r, round(self.w, 6), flush=True)
+        return self.w
+
+    @staticmethod
+    def summarize(values):
+        total = 0.0
+        for v in values:
+            total += v
+            time.sleep(0.06)
+            print("sum", round(total, 6), flush=True)
+        return total
+
+
+def load_cfg():
+    print("load_cfg", flush=True)
+    return {"seed": 5}
+
+
+def main():
+    a = Trainer(load_cfg()).fit(4)
+    b = Trainer.make(seed=6).tune(rounds=4)
+    c = Trainer.make(7).summarize([a, b, 0.125])
+    print("sha256", hashlib.sha256(repr((round(a, 9), round(b, 9), round(c, 9), built)).encode()).hexdigest())
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_lines", [3, 10, 14])
+def test_a_method_called_on_a_computed_receiver_resumes_without_computing_it_again(tmp_path, after_lines):
+    """``Trainer(load_cfg()).fit(4)``: the receiver is made by calls (which print and
+    count) that the re-run statement must not make again; the method resumes with its
+    own ``self``. Also a decorated method and a static method on a computed receiver."""
+    (tmp_path / "main.py").write_text(RECEIVERS)
+    reference = run(plain_cmd(tmp_path / "main.py"), tmp_path).lines
+    assert len(reference) == 17, reference
+    cmd = dart_cmd(tmp_path / "main.py", store=tmp_path / ".dart", every="0")
+    killed = run_and_kill(cmd, tmp_path, after_lines=after_lines, extra_delay=0.03)
+    assert "would call something else first" not in killed.stderr, killed.describe()
+    resumed = run(cmd, tmp_path)
+    assert "resuming" in resumed.stderr and "Trainer." in resumed.stderr, resumed.describe()
+    check_resumed(reference, killed, resumed, max_repeated=1)

@@ -48,6 +48,9 @@ class FrameSpot:
     # A caller whose call's arguments call something: the call's position in its
     # statement (call_position), so that resume re-runs it with placeholder arguments.
     blank: list | None = None
+    # The call's receiver is computed by a call (``Trainer(cfg).fit()``): resume calls
+    # the callee directly instead (the resumed method restores ``self``).
+    receiver: bool = False
 
     @property
     def qualname(self) -> str:
@@ -61,8 +64,26 @@ class FrameSpot:
 _SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.Await, ast.Yield, ast.YieldFrom)
 
 
+# The name a resumed caller calls its callee by when the call's receiver was computed
+# by a call (see FrameSpot.receiver); followed by the callee's frame index.
+CALLEE_PREFIX = "__dart_callee_"
+
+
 def _argument_values(call: ast.Call) -> list[ast.expr]:
     return [*call.args, *(k.value for k in call.keywords)]
+
+
+def computed_receiver(call: ast.Call) -> ast.expr | None:
+    """``Trainer(cfg)`` in ``Trainer(cfg).fit()``: the receiver of a method call when
+    computing it calls something (or a resumed caller's direct call of its callee,
+    which stands for one); else None."""
+    func = call.func
+    if isinstance(func, ast.Name) and func.id.startswith(CALLEE_PREFIX):
+        return func
+    if isinstance(func, ast.Attribute) and not (isinstance(func.value, ast.Call) and _is_super(func.value)):
+        if any(isinstance(n, (ast.Call, *_SCOPES)) for n in ast.walk(func.value)):
+            return func.value
+    return None
 
 
 def _calls_in(node: ast.AST) -> list[ast.Call]:
@@ -73,10 +94,12 @@ def call_on_path(stmt: ast.stmt | None, pos) -> ast.Call | None:
     """The call at source position ``pos`` in ``stmt`` if re-running ``stmt``
     can reach it without running anything twice: every other call in the
     statement must enclose it (those run after it returns, e.g.
-    ``print(train())``) or be inside its arguments (``self.head(self.body(x))``,
+    ``print(train())``), be inside its arguments (``self.head(self.body(x))``,
     ``fit([load(p) for p in paths])``: resume passes placeholders instead, see
     :func:`blanked_arguments`, since the resumed callee restores its parameters
-    from the commit). Lambdas and comprehensions are allowed only there too."""
+    from the commit) or compute its receiver (``Trainer(cfg).fit()``: resume
+    calls the callee directly, see :func:`computed_receiver`). Lambdas and
+    comprehensions are allowed only there too."""
     if stmt is None or isinstance(stmt, (ast.For, ast.While, ast.If, ast.With, ast.Try, ast.TryStar, ast.Match)):
         return None
     calls = _calls_in(stmt)
@@ -93,25 +116,14 @@ def call_on_path(stmt: ast.stmt | None, pos) -> ast.Call | None:
         ):
             return None  # ``f(*g())``: how many placeholders is not known
         in_arguments.update(id(n) for n in inner)
+    receiver = computed_receiver(target)
+    if receiver is not None:
+        in_arguments.update(id(n) for n in ast.walk(receiver))
     if any(isinstance(n, _SCOPES) and id(n) not in in_arguments for n in ast.walk(stmt)):
         return None
     allowed = {id(c) for c in calls if any(inner is target for inner in ast.walk(c))} | in_arguments
     allowed |= {id(c) for c in calls if _is_super(c)}  # ``super().fit()``: running super() again changes nothing
     return target if all(id(c) in allowed for c in calls) else None
-
-
-def _receiver_call(stmt: ast.stmt | None, pos) -> str | None:
-    """``Trainer(cfg)`` when the call at ``pos`` is a method called on what a call
-    returns (``Trainer(cfg).fit()``), as source text; else None."""
-    if stmt is None:
-        return None
-    for call in _calls_in(stmt):
-        if (call.lineno, call.end_lineno, call.col_offset, call.end_col_offset) == tuple(pos):
-            func = call.func
-            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Call) and not _is_super(func.value):
-                text = ast.unparse(func.value)
-                return text if len(text) <= 60 else text[:57] + "..."
-    return None
 
 
 def _is_super(call: ast.Call) -> bool:
@@ -193,13 +205,6 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
         pos = position_at(caller.f_code, caller.f_lasti)
         target = call_on_path(stmt, pos)
         if target is None:
-            receiver = _receiver_call(stmt, pos)
-            if receiver is not None:  # ``Trainer(cfg).fit()``
-                raise NotContinuable(
-                    f"re-running the statement at line {caller.f_lineno} that calls {callee.f_code.co_qualname}() "
-                    f"would run {receiver} again first; give it a name of its own "
-                    f"(`obj = {receiver}`, then call the method on `obj`)"
-                )
             raise NotContinuable(
                 f"re-running the statement at line {caller.f_lineno} that calls {callee.f_code.co_qualname}() "
                 "would call something else first; move that call to its own statement"
@@ -207,8 +212,10 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
         path = stmt._dart_path
         if any(spot.frame is not None and spot.frame.f_code is caller.f_code for spot in spots):
             raise NotContinuable(f"{caller.f_code.co_qualname}() is on the call path twice (recursion)")
-        blank = call_position(target, stmt) if blanked_arguments(target) else None
-        spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.loops_at(caller.f_lasti), blank=blank))
+        receiver = computed_receiver(target) is not None
+        blank = call_position(target, stmt) if receiver or blanked_arguments(target) else None
+        spots.append(FrameSpot(caller, sites, "before", path, stmt.lineno, sites.loops_at(caller.f_lasti),
+                               blank=blank, receiver=receiver))
         user_callee = caller.f_code
         decorated = caller.f_code.co_qualname
         if sites.def_path is None:

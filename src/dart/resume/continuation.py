@@ -23,6 +23,7 @@ import ast
 import copy
 import itertools
 from ..astpath import Path, class_factory_name
+from ..capture.path import CALLEE_PREFIX
 from ..errors import ResumeError
 from ..monitor.tracked import SavedLoop  # noqa: F401  (commits of dart 0.1 name it here)
 
@@ -136,11 +137,22 @@ def _path(position: dict) -> Path:
     return tuple((name, int(index)) for name, index in position.get("path", ()))
 
 
-def blank_arguments(stmt: ast.stmt, position) -> None:
+def callee_names(index: int) -> tuple[str, str]:
+    """The globals a resumed caller calls frame ``index`` by when its call's receiver
+    was computed by a call: the function (as the call reached it: the class's
+    attribute, decorators included) and the arguments that stand for the receiver
+    (``(None,)`` for a method, ``()`` otherwise)."""
+    return f"{CALLEE_PREFIX}{index}__", f"__dart_self_{index}__"
+
+
+def blank_arguments(stmt: ast.stmt, position, callee: int | None = None) -> None:
     """Replace the arguments of the call at ``position`` in ``stmt`` (lines from
     the statement's first, see ``capture.path.call_position``) with ``None``: the
     resumed callee restores its parameters from the commit, so
-    ``self.head(self.body(x))`` must not run ``self.body(x)`` again."""
+    ``self.head(self.body(x))`` must not run ``self.body(x)`` again. ``callee``:
+    the callee's frame index when the call's receiver was computed by a call
+    (``Trainer(cfg).fit()``): the call then calls that frame's function directly,
+    so the receiver is not computed again either (the method restores ``self``)."""
     first = stmt.lineno
     for node in ast.walk(stmt):
         here = [node.lineno - first, node.end_lineno - first, node.col_offset, node.end_col_offset] if isinstance(node, ast.Call) else None
@@ -148,6 +160,13 @@ def blank_arguments(stmt: ast.stmt, position) -> None:
             node.args = [ast.copy_location(ast.Constant(None), arg) for arg in node.args]
             for keyword in node.keywords:
                 keyword.value = ast.copy_location(ast.Constant(None), keyword.value)
+            if callee is not None:
+                function, receiver = callee_names(callee)
+                node.func = ast.copy_location(ast.Name(id=function, ctx=ast.Load()), node.func)
+                stand_in = ast.Starred(value=ast.Name(id=receiver, ctx=ast.Load()), ctx=ast.Load())
+                node.args.insert(0, ast.copy_location(stand_in, node.func))
+                for sub in ast.walk(stand_in):
+                    ast.copy_location(sub, node.func)
             return
     raise ResumeError(
         f"the statement at line {first} was edited since the commit: the call dart was in is no longer "
@@ -158,8 +177,9 @@ def blank_arguments(stmt: ast.stmt, position) -> None:
 
 class _Builder:
     def __init__(self, kind: str, frame_index: int = 0, recreated: frozenset = frozenset(), blank=None,
-                 tested: bool = False):
+                 tested: bool = False, receiver: bool = False):
         self.kind = kind
+        self.receiver = receiver  # the blank call's receiver was computed by a call
         self.tested = tested  # a "loop" position of a while loop whose next test has run already
         self.frame_index = frame_index
         self.recreated = recreated  # iterator keys of SavedLoop loops
@@ -195,7 +215,7 @@ class _Builder:
             if self.kind == "before":
                 again = copy.deepcopy(node)
                 if self.blank is not None:
-                    blank_arguments(again, self.blank)
+                    blank_arguments(again, self.blank, self.frame_index + 1 if self.receiver else None)
                 again._dart_resumed = True  # entered already (for a caller: re-entering its call)
                 return [again] + tail
             if self.tested and isinstance(node, ast.While):
@@ -330,7 +350,8 @@ def continuation(tree: ast.Module, position: dict, recreated: frozenset = frozen
     kind = frame["kind"]
     if kind not in ("before", "loop"):
         raise ResumeError(f"a commit at a position of kind {kind!r} cannot be resumed")
-    body = _Builder(kind, 0, recreated, frame.get("blank"), frame.get("tested", False)).block(tree.body, _path(frame))
+    body = _Builder(kind, 0, recreated, frame.get("blank"), frame.get("tested", False),
+                    frame.get("receiver", False)).block(tree.body, _path(frame))
     module = ast.Module(body=body, type_ignores=[])
     ast.fix_missing_locations(module)
     return module
@@ -436,7 +457,8 @@ def function_variant(
             prelude.append(copy.deepcopy(node_at(module, path)))
     modules = imported_names(module)
     prelude += [copy.deepcopy(stmt) for stmt in node.body[:here] if is_setting(stmt, modules)]
-    rest = _Builder(frame["kind"], index, recreated, frame.get("blank"), frame.get("tested", False)).block(
+    rest = _Builder(frame["kind"], index, recreated, frame.get("blank"), frame.get("tested", False),
+                    frame.get("receiver", False)).block(
         node.body, _path(frame)[len(def_path) :]
     )
     keep = []

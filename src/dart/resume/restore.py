@@ -298,6 +298,29 @@ def _arm_function_frames(program: Program, plan: ResumePlan, frame_locals: list[
             raise ResumeError(f"cannot resume inside {frame['qualname']}(): its closure changed", next_step="fresh")
         originals[index] = (function, function.__code__)
         plan.arms.append(Arm(function, variant, node, name, tree))
+        if frames[index - 1].get("receiver"):
+            called, receiver = cont.callee_names(index)
+            helpers[called], helpers[receiver] = _as_called(namespace, frame.get("route") or frame["qualname"])
+    main_values.update(helpers)  # the callees of computed receivers (above)
+
+
+def _as_called(namespace: dict, qualname: str) -> tuple:
+    """How a method call reached the function ``qualname`` (the class's attribute, so
+    that decorators run), and the arguments that stand for its receiver: ``(None,)``
+    for a plain method (the resumed frame restores ``self``), ``()`` for static and
+    class methods and for functions reached through a module or namespace."""
+    import inspect
+
+    parts = qualname.split(".")
+    owner = namespace.get(parts[0])
+    for part in parts[1:-1]:
+        owner = inspect.getattr_static(owner, part, None)
+    if len(parts) == 1 or not isinstance(owner, type):
+        return _resolve_function(namespace, qualname), ()
+    attribute = inspect.getattr_static(owner, parts[-1], None)
+    if isinstance(attribute, (staticmethod, classmethod)):
+        return getattr(owner, parts[-1]), ()
+    return attribute, (None,)
 
 
 def _module_source(program: Program, name: str, qualname: str) -> tuple[dict, ast.Module, str]:
