@@ -59,10 +59,11 @@ class _Origin:
     in the module's source, and the function AST the code was compiled from
     (the original ``def``, or the continuation dart built)."""
 
-    __slots__ = ("module", "def_path", "node", "sites")
+    __slots__ = ("module", "def_path", "node", "sites", "waits")
 
     def __init__(self, module: str, def_path: Path, node: ast.FunctionDef):
         self.module, self.def_path, self.node, self.sites = module, def_path, node, None
+        self.waits: dict[int, tuple | str] = {}  # f_lasti -> _waiting_at's answer, or why it refuses
 
 
 #: id of a generator's code -> (that code, its origin; None: not found in its
@@ -146,7 +147,22 @@ def _refuse(gen, why: str) -> pickle.PicklingError:
 
 def _waiting_at(gen, origin: _Origin) -> tuple[ast.stmt, str]:
     """The statement holding the ``yield`` the generator is suspended at, and
-    its form: "yield" (a statement, or ``x = yield ...``) or "yield_from"."""
+    its form: "yield" (a statement, or ``x = yield ...``) or "yield_from".
+    Found once per yield of the code (a commit may save the generator each time)."""
+    lasti = gen.gi_frame.f_lasti
+    known = origin.waits.get(lasti)
+    if known is None:
+        try:
+            known = _find_yield(gen, origin)
+        except pickle.PicklingError as exc:
+            known = str(exc)
+        origin.waits[lasti] = known
+    if isinstance(known, str):
+        raise pickle.PicklingError(known)
+    return known
+
+
+def _find_yield(gen, origin: _Origin) -> tuple[ast.stmt, str]:
     frame = gen.gi_frame
     positions = list(gen.gi_code.co_positions())
     here = positions[frame.f_lasti // 2] if 0 <= frame.f_lasti // 2 < len(positions) else None
