@@ -12,6 +12,7 @@ module code.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import xxhash
 
-from .capture import Capturer, appended, csvwriter, dataloader, loading_commit, pickler, progressbars
+from .capture import Capturer, appended, csvwriter, dataloader, loading_commit, pickler, progressbars, textfiles
 from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
@@ -98,6 +99,9 @@ class RunPlan:
 
 #: How long a start waits for another start of the same command to decide.
 START_WAIT = 10.0
+#: Safe points in a loop over a text file where its line is not found (equal lines
+#: nearby) before dart gives up on the loop's current run and counts its next one.
+TEXT_FILE_MISSES = 100
 
 
 def plan_run(options: Options, script: Path, args: list[str], at: str | None = None) -> RunPlan:
@@ -360,6 +364,7 @@ class Session:
         self._after_transaction = False  # a dart.transaction(commit=True) asked for a commit
         self._retry_at = 0.0  # perf_counter time before which safe points do not try to commit again
         self._whole_iterators: dict[str, bool] = {}  # counted loops whose iterator pickles as it is
+        self._text_misses: dict[tuple, int] = {}  # loops over text files: safe points where the line was not found
         self.steps: AtomicSteps | None = None  # --atomic-steps
 
     # -- starting ---------------------------------------------------------------
@@ -559,6 +564,18 @@ class Session:
             self._whole_iterators[key] = known
         return known
 
+    def _text_file_found(self, frame, spot: FrameSpot, loop: LoopSite, iterator) -> bool:
+        """A loop over a text file (``for line in f``): False to commit at a later
+        iteration, when the file's place is not found at this one (equal lines in its
+        read-ahead); after many such misses the loop is left to the usual fallback
+        (counted from its next start, with a warning)."""
+        answer = textfiles.resync_loop(frame, node_at(spot.sites.root, loop.path), iterator)
+        if answer != textfiles.NOT_HERE:
+            return True
+        key = (spot.def_path, loop.path)
+        self._text_misses[key] = misses = self._text_misses.get(key, 0) + 1
+        return misses > TEXT_FILE_MISSES
+
     def _warn_once(self, key, message: str) -> None:
         if key not in self._warned_loops:
             self._warned_loops.add(key)
@@ -575,6 +592,9 @@ class Session:
         for number, loop in enumerate(spot.loops):
             info = {"path": [list(p) for p in loop.path], "kind": loop.kind, "line": loop.line, "iteration": None}
             iterator = live[number] if live is not None else None
+            if type(iterator) in (io.TextIOWrapper, enumerate) and spot.sites is not None:
+                if not self._text_file_found(frame, spot, loop, iterator):
+                    return None  # `for line in f` whose line is not found here: a later iteration may commit
             if iterator is not None:
                 key = cont.iterator_key(index, loop.path)
                 if isinstance(iterator, CountingIterator) and self._saves_whole(key, iterator.inner):

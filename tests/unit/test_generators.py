@@ -26,6 +26,12 @@ SOURCE = textwrap.dedent(
 
     calls = []
 
+    def rows(path):
+        with open(path) as f:
+            for line in f:
+                name, value = line.split(",")
+                yield name, int(value)
+
     def batches(data, size, seed):
         rng = np.random.default_rng(seed)
         epoch = 0
@@ -234,6 +240,20 @@ def test_with_block_keeps_its_open_file(mod, tmp_path):
     gen = round_trip(gen, mod)
     assert list(gen) == [2, 3, 4]
     assert out.read_text() == "0\n1\n2\n3\n4\nend\n"
+
+
+def test_a_generator_reading_a_text_file_line_by_line_goes_on_from_its_line(mod, tmp_path):
+    """`for line in f` turns the file's tell() off: the file is found again at the
+    end of the line the generator holds (capture/textfiles.py)."""
+    data = tmp_path / "rows.csv"
+    data.write_text("".join(f"r{i},{i * i}\n" for i in range(500)))
+    gen = mod.rows(str(data))
+    taken = [next(gen) for _ in range(7)]
+    for _ in range(3):
+        gen = round_trip(gen, mod)
+        taken += [next(gen) for _ in range(60)]
+    taken += list(gen)
+    assert taken == [(f"r{i}", i * i) for i in range(500)]
 
 
 def test_yield_inside_an_expression_is_refused_with_the_line(mod):

@@ -15,6 +15,7 @@ continuable, and the commit waits for a safe point further out.
 from __future__ import annotations
 
 import ast
+import io
 from dataclasses import dataclass
 from types import CodeType, FrameType, GeneratorType
 from typing import TYPE_CHECKING
@@ -269,6 +270,8 @@ def savable(iterator, depth: int = 0) -> bool:
     kind = type(iterator)
     if kind is GeneratorType:
         return pickler.generator_savable(iterator)
+    if kind is io.TextIOWrapper:  # saved as the file and its position, where it has one
+        return pickler.file_savable(iterator)
     known = _SAVABLE.get(kind)
     if known is False:
         return False

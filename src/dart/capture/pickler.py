@@ -101,6 +101,11 @@ def _file_state(f):
     return name, mode, encoding, newline, position, binary, size
 
 
+def file_savable(f) -> bool:
+    """Is ``f`` a file dart saves as itself (closed, or a real open file with a position)?"""
+    return f.closed or _file_state(f) is not None
+
+
 def _maps_a_file(array) -> bool:
     import mmap
 

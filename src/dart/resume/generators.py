@@ -37,6 +37,7 @@ import ast
 import copy
 import importlib
 import inspect
+import io
 import os
 import pickle
 import sys
@@ -44,7 +45,7 @@ import types
 import weakref
 
 from ..astpath import Path, annotate_paths, node_at, source_span
-from ..capture import pickler as _pickler
+from ..capture import pickler as _pickler, textfiles
 from ..monitor import Monitor
 from ..monitor.sites import analyze
 from . import continuation as cont
@@ -198,6 +199,12 @@ def _loop_iterators(gen, origin: _Origin, names: dict) -> dict:
     iterators = Monitor.loop_iterators(frame, origin.sites, "loop", loops, names) if loops else []
     if iterators is None or any(it is None for it in iterators):
         raise _refuse(gen, f"dart cannot read the iterators of the loops around line {frame.f_lineno}")
+    for site, it in zip(loops, iterators):
+        if type(it) in (io.TextIOWrapper, enumerate):  # `for line in f`: find the file's place again
+            node = next((n for n in _own_nodes(origin.node)
+                         if isinstance(n, ast.For) and getattr(n, "_dart_path", None) == site.path), None)
+            if node is not None:
+                textfiles.resync_loop(frame, node, it)
     return {cont.path_key(site.path): it for site, it in zip(loops, iterators)}
 
 
