@@ -24,7 +24,7 @@ from pathlib import Path
 
 import xxhash
 
-from .capture import Capturer, appended, csvwriter, dataloader, loading_commit, pickler, progressbars, textfiles
+from .capture import Capturer, appended, csvwriter, dataloader, loading_commit, pickler, progressbars, filechanges, textfiles
 from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
@@ -95,6 +95,7 @@ class RunPlan:
     lease: Lease  # held: this process advances the run
     command: dict  # what identifies the run (key, script, argv), copied into each commit
     older: list[CommitRecord] = field(default_factory=list)  # to fall back on, newest first
+    failed: bool = False  # the run it continues ended with an exception (it was not killed)
 
 
 #: How long a start waits for another start of the same command to decide.
@@ -153,7 +154,8 @@ def plan_run(options: Options, script: Path, args: list[str], at: str | None = N
                 elif resumable:
                     if damage and store.writable and _ref_of(store, last["id"]) != commits[0].id:
                         store.repair_ref(f"runs/{last['id']}", commits[0].id)  # the flusher moves it from here
-                    return RunPlan(store, last["id"], resumable[0], commits[0].id, lease, command, resumable[1:])
+                    return RunPlan(store, last["id"], resumable[0], commits[0].id, lease, command, resumable[1:],
+                                   failed=last.get("status") == "failed")
                 elif damage:  # its history is there but damaged: starting over is the user's call
                     raise ResumeError(
                         f"run {last['id']} cannot be resumed: its history in store {store.location} is damaged "
@@ -356,6 +358,12 @@ class Session:
             os.path.join(self.store.location, "appends", plan.run_id) if os.path.isdir(self.store.location) else None
         )
         appended.install(os.getcwd(), skip=(self.store.location,), journal=self._appends_journal)
+        # and files it removes or creates between commits (a journal in a local store)
+        self._file_changes = (
+            os.path.join(self.store.location, "files", plan.run_id) if os.path.isdir(self.store.location) else None
+        )
+        filechanges.install(os.getcwd(), self._file_changes, skip=(self.store.location,))
+        self._resumable_seqs: set[int] = set()  # commits a resume can start from
         self.coordinator = LocalTimer(options)
         self._warned_loops: set[tuple] = set()
         self._closed = False
@@ -424,6 +432,9 @@ class Session:
         restore_hidden(plan.hidden)
         journal = appended.read_journal(self._appends_journal) if self._appends_journal else {}
         appended.cut_back(plan.record.appended, journal)  # lines appended after the commit are redone
+        # Files removed after the commit are back; those made after it are gone too unless
+        # the run ended with an exception: what it wrote then may be what the user looks at.
+        filechanges.restore(self._file_changes, plan.record.time, undo_made=not self.plan.failed)
         for problem in plan.problems:
             warnings.warn(problem, DartWarning, stacklevel=2)
         if os.environ.get("DART_QUIET", "").strip().lower() in ("", "0", "false", "no"):
@@ -463,6 +474,9 @@ class Session:
     def _on_commit_result(self, handle: CommitHandle) -> None:
         """From the flusher thread, once a commit is durable or has failed."""
         if handle.error is None:
+            if handle.seq in self._resumable_seqs and handle.time is not None:
+                self._resumable_seqs.discard(handle.seq)
+                filechanges.prune(handle.time)  # no resume starts before this commit now
             if self._failing:
                 self._failing = False
                 log.warning("dart: commits are durable again (commit %s)", handle.id[:12])
@@ -713,6 +727,8 @@ class Session:
             "appended": appended.lengths(),
         }
         handle = self.writer.commit(pods, meta)
+        if resumable:  # a resume can start from it: the file changes before it are history
+            self._resumable_seqs.add(handle.seq)
         del keep
         self.commits += 1
         if self.options.every == 0 and message is None:
@@ -816,6 +832,7 @@ class Session:
         csvwriter.uninstall()
         progressbars.uninstall()
         appended.uninstall()
+        filechanges.uninstall(finished=run_fields.get("status") == "finished")
         try:
             self.writer.close(settle=False)  # the run's end is recorded first, then the journal settled
             crash_point("run-end")  # test hook: the last commit is durable, the run's end not recorded

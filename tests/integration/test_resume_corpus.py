@@ -132,6 +132,7 @@ CASES = [
     Case("while_readline", "while_readline.py", repeat=2),  # while tests that take the next item
     Case("pandas_rows", "pandas_rows.py", repeat=2),  # library generators (iterrows, date_range) saved as frames
     Case("text_lines", "text_lines.py"),  # `for line in f` over text files: commits in the first pass
+    Case("checkpoint_rotation", "checkpoint_rotation.py"),  # files removed and made after a commit: undone on resume
 ]
 BY_ID = {case.id: case for case in CASES}
 

@@ -63,6 +63,7 @@ class CommitHandle:
         self.id: str | None = None
         self.error: BaseException | None = None
         self.bytes_written = 0
+        self.time: float | None = None  #: when its state was captured (the record's time)
         self._done = threading.Event()
 
     def __repr__(self) -> str:
@@ -241,7 +242,7 @@ class Flusher:
                 if self.on_result is None:
                     log.error("dart: commit #%d of run %s was not saved: %s", handle.seq, self.run_id, error)
             if self.on_result is not None:
-                handle.id, handle.error = cid, error
+                handle.id, handle.error, handle.time = cid, error, staged.meta.get("time")
                 try:
                     self.on_result(handle)
                 except Exception:  # noqa: BLE001 - the flusher thread must go on
