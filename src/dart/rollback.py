@@ -41,6 +41,7 @@ import collections
 import contextvars
 import enum
 import functools
+import inspect
 import io
 import mmap
 import pathlib
@@ -138,6 +139,15 @@ def _render(path) -> str:
     return text[1:] if text.startswith(".") else text
 
 
+_CONTAINERS = (collections.OrderedDict, collections.defaultdict, collections.deque, dict, list, set)
+
+
+def _builtin_base(cls: type) -> type:
+    """The built-in container type ``cls`` derives from (dict for a Counter, OrderedDict
+    for an OrderedDict): its methods change the container without a subclass's overrides."""
+    return next((klass for klass in cls.__mro__ if klass in _CONTAINERS), cls)
+
+
 class _ListState:
     __slots__ = ("obj", "items")
 
@@ -147,7 +157,7 @@ class _ListState:
     def restore(self, keep):
         now = self.obj
         if len(now) != len(self.items) or any(a is not b for a, b in zip(now, self.items)):
-            now[:] = self.items
+            _builtin_base(type(now)).__setitem__(now, slice(None), self.items)  # not a subclass's own
 
 
 class _DequeState(_ListState):
@@ -156,27 +166,35 @@ class _DequeState(_ListState):
     def restore(self, keep):
         now = self.obj
         if len(now) != len(self.items) or any(a is not b for a, b in zip(now, self.items)):
-            now.clear()
-            now.extend(self.items)
+            base = _builtin_base(type(now))
+            base.clear(now)
+            base.extend(now, self.items)
 
 
 class _DictState:
-    __slots__ = ("obj", "items", "namespace")
+    __slots__ = ("obj", "items", "namespace", "factory")
 
     def __init__(self, obj, namespace=False):
         self.obj, self.items, self.namespace = obj, list(obj.items()), namespace
+        self.factory = getattr(obj, "default_factory", None) if isinstance(obj, collections.defaultdict) else None
 
     def restore(self, keep):
         now = self.obj
+        if isinstance(now, collections.defaultdict) and now.default_factory is not self.factory:
+            now.default_factory = self.factory
         same = len(now) == len(self.items) and all(
             k is k2 and v is v2 for (k, v), (k2, v2) in zip(now.items(), self.items))
         if same:
             return
-        # a namespace keeps the names bound to the transaction itself (`with ... as t`)
+        # A namespace keeps the names bound to the transaction itself (`with ... as t`).
+        # The built-in type's own methods: a Counter's update() would count.
         kept = {k: v for k, v in now.items() if v is keep} if self.namespace else {}
-        now.clear()
-        now.update(self.items)
-        now.update(kept)
+        base = _builtin_base(type(now))
+        dropped = dict(now)  # alive until the old items are back: finalizers see a whole namespace
+        base.clear(now)
+        base.update(now, self.items)
+        base.update(now, kept)
+        del dropped
 
 
 class _SetState:
@@ -188,8 +206,9 @@ class _SetState:
     def restore(self, keep):
         now = self.obj
         if len(now) != len(self.items) or {id(x) for x in now} != {id(x) for x in self.items}:
-            now.clear()
-            now.update(self.items)
+            base = _builtin_base(type(now))
+            base.clear(now)
+            base.update(now, self.items)
 
 
 class _BytesState:
@@ -281,20 +300,28 @@ class _TensorState:
     """A torch tensor's own fields: .grad, and which storage it views (``.data = ``,
     ``set_``, ``resize_``). Its bytes are a buffer region of its storage."""
 
-    __slots__ = ("obj", "grad", "storage", "view")
+    __slots__ = ("obj", "grad", "storage", "view", "dtype", "requires_grad")
 
     def __init__(self, t):
         self.obj, self.grad = t, t.grad
         self.storage = t.untyped_storage()
         self.view = (self.storage.data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
+        self.dtype, self.requires_grad = t.dtype, t.requires_grad
 
     def restore(self, keep):
         import torch
 
         t = self.obj
-        if (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride()) != self.view:
+        if t.dtype != self.dtype:  # `model.double()`, `t.data = t.half()`: set_ cannot change the dtype
+            old = torch.empty(0, dtype=self.dtype, device=self.storage.device)
+            with torch.no_grad():
+                old.set_(self.storage, self.view[1], self.view[2], self.view[3])
+            t.data = old
+        elif (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride()) != self.view:
             with torch.no_grad():
                 t.set_(self.storage, self.view[1], self.view[2], self.view[3])
+        if t.requires_grad != self.requires_grad and t.is_leaf:
+            t.requires_grad_(self.requires_grad)
         if t.grad is not self.grad:
             t.grad = self.grad
 
@@ -578,6 +605,12 @@ class Transaction:
 
     def __call__(self, func):
         """As a decorator: each call of ``func`` runs in a fresh transaction."""
+        if inspect.iscoroutinefunction(func) or inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            kind = "a generator" if inspect.isgeneratorfunction(func) else "a coroutine"
+            raise TransactionError(
+                f"{getattr(func, '__qualname__', func)}() is {kind} function: a transaction around its call "
+                "would end before its body runs; open `with dart.transaction():` inside its body instead"
+            )
         @functools.wraps(func)
         def inner(*args, **kwargs):
             with Transaction(*self.objects, args, kwargs, strict=self.strict, commit=self.commit_at_end,
@@ -591,6 +624,8 @@ class Transaction:
         if self._token is not None:
             raise TransactionError("this transaction is already open; use a new dart.transaction() for each block")
         frame = self._frame if self._frame is not None else sys._getframe(1)
+        self.rolled_back, self.not_undone, self.left_bound = False, [], []  # of this block (an object reused)
+        self.reached = self.shadowed = 0
         stack = _stack.get()
         with _shadow_lock:
             self._snapshot(_user_frames(frame) if self.frames else [])
@@ -607,24 +642,31 @@ class Transaction:
         stack = _stack.get()
         out_of_order = not stack or stack[-1] is not self
         _stack.set(tuple(t for t in stack if t is not self))
-        if not self.step:
-            with _open_lock:
-                _open_count -= 1
         self._token = None
         failed = exc_type is not None
-        with _shadow_lock:
-            if failed:
-                self._rollback()
-            else:
-                for region in self._regions:
-                    region.commit(self)
-        self._states, self._regions = [], []
+        try:
+            with _shadow_lock:
+                if failed:
+                    self._rollback()
+                else:
+                    for region in self._regions:
+                        region.commit(self)
+        finally:
+            # open until its state is whole again: a commit from another thread while a
+            # big restore runs without the GIL would capture it half rolled back
+            if not self.step:
+                with _open_lock:
+                    _open_count -= 1
+            self._states, self._regions, self._frame = [], [], None  # no frame <-> self cycle left
         if failed and self.not_undone:
             summary = "; ".join(self.not_undone[:8]) + (f"; and {len(self.not_undone) - 8} more"
                                                         if len(self.not_undone) > 8 else "")
             exc.add_note(f"dart rolled back the transaction's live state except: {summary}")
-            warnings.warn(f"the transaction rolled back after {exc_type.__name__}, but did not undo: {summary}",
-                          DartWarning, stacklevel=2)
+            try:
+                warnings.warn(f"the transaction rolled back after {exc_type.__name__}, but did not undo: {summary}",
+                              DartWarning, stacklevel=2)
+            except Warning:  # warnings turned into errors: the program's own exception goes on (with the note)
+                pass
         if out_of_order:
             raise TransactionError(
                 "a transaction ended while a transaction opened after it was still open (a generator or "
