@@ -320,3 +320,81 @@ def test_a_method_called_on_a_computed_receiver_resumes_without_computing_it_aga
     resumed = run(cmd, tmp_path)
     assert "resuming" in resumed.stderr and "Trainer." in resumed.stderr, resumed.describe()
     check_resumed(reference, killed, resumed, max_repeated=1)
+
+
+WRAPPED = '''
+import contextlib
+import hashlib
+import time
+
+
+def timed(fn):  # no functools.wraps
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+class Counted:  # a decorator object
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.fn(*args)
+
+
+class FetchError(Exception):
+    def __init__(self, url, status):  # not the exception's args: pickle alone cannot load it
+        super().__init__(f"{url} -> {status}")
+        self.status = status
+
+
+@timed
+def collect(n, failures):
+    for i in range(n):
+        if i % 3 == 1:
+            failures.append(FetchError(f"http://x/{i}", 500 + i))
+        time.sleep(0.04)
+        print("collect", i, len(failures), flush=True)
+    return failures
+
+
+@Counted
+def tally(failures, log):
+    total = 0
+    with contextlib.ExitStack() as stack:
+        stack.callback(log.append, "closed")
+        for f in failures:
+            total += f.status
+            time.sleep(0.04)
+            print("tally", total, flush=True)
+    return total
+
+
+def main():
+    log = []
+    failures = collect(12, [])
+    total = tally(failures, log)
+    print("sha256", hashlib.sha256(repr((total, log, tally.calls, [f.args for f in failures])).encode()).hexdigest())
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_lines", [4, 14])
+def test_decorators_without_wraps_exceptions_and_exit_stacks_resume(tmp_path, after_lines):
+    """A decorator written without functools.wraps and a decorator object around the
+    function holding the loop (resume found neither), exceptions whose __init__ takes
+    other arguments than their args (their commits could not be loaded) and an ExitStack
+    whose callback must run once at the end (a new, empty stack was entered)."""
+    (tmp_path / "main.py").write_text(WRAPPED)
+    reference = run(plain_cmd(tmp_path / "main.py"), tmp_path).lines
+    assert len(reference) == 17, reference
+    cmd = dart_cmd(tmp_path / "main.py", store=tmp_path / ".dart", every="0")
+    killed = run_and_kill(cmd, tmp_path, after_lines=after_lines, extra_delay=0.02)
+    resumed = run(cmd, tmp_path)
+    assert "resuming" in resumed.stderr and "no longer defines" not in resumed.stderr, resumed.describe()
+    check_resumed(reference, killed, resumed, max_repeated=1)

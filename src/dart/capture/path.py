@@ -202,6 +202,13 @@ def call_path(frame: FrameType, innermost: FrameSpot, watched: dict[CodeType, Co
                 spots.append(wrapper)
             callee, caller = caller, caller.f_back
             continue
+        if callee.f_code.co_name in ("__init__", "__new__"):
+            # `model = Fitted(data)` run again makes a new object, which the resumed
+            # constructor (restoring its saved `self`) would never fill
+            raise NotContinuable(
+                f"{callee.f_code.co_qualname}() builds the object that the statement at line {caller.f_lineno} "
+                "receives; commits inside a constructor cannot be resumed (move the loop to a method)"
+            )
         stmt = innermost_statement(sites.tree, caller.f_code, caller.f_lasti)
         pos = position_at(caller.f_code, caller.f_lasti)
         target = call_on_path(stmt, pos)

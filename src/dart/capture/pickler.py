@@ -70,6 +70,31 @@ def _reopen(name: str, mode: str, encoding, newline, position, binary: bool, siz
     return f
 
 
+def _find_wrapped(module: str, qualname: str):
+    """A function its module's name for it wraps (a decorator without functools.wraps)."""
+    found = sys.modules[module] if module in sys.modules else importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    function = unwrapped(found, qualname)
+    if function is None:
+        raise pickle.UnpicklingError(f"{module}.{qualname} no longer wraps the function {qualname}()")
+    return function
+
+
+def _init_takes_other_arguments(cls: type) -> bool:
+    """Does this exception class define an ``__init__`` of its own (whose arguments
+    need not be its ``args``), and pickle it the default way?"""
+    return (cls.__reduce_ex__ is BaseException.__reduce_ex__ and cls.__reduce__ is BaseException.__reduce__
+            and any("__init__" in vars(k) for k in cls.__mro__[:-3] if k.__flags__ & (1 << 9)))
+
+
+def _rebuild_exception(cls, args):
+    """An exception as it was, without calling its ``__init__`` again."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
+
+
 def _closed_file(binary: bool):
     """Stands in for a file the program had already closed (it can only be closed)."""
     f = open(os.devnull, "rb" if binary else "r")
@@ -99,6 +124,36 @@ def _file_state(f):
     except (OSError, ValueError):
         size = None
     return name, mode, encoding, newline, position, binary, size
+
+
+def unwrapped(obj, qualname: str, depth: int = 0):
+    """The function with code ``qualname`` that ``obj`` is or wraps: through
+    staticmethod/classmethod, ``__wrapped__`` (functools.wraps), a wrapper closure's
+    cells (a decorator written without wraps) and a decorator object's attributes
+    (a class-based decorator)."""
+    obj = getattr(obj, "__func__", obj)
+    if getattr(getattr(obj, "__code__", None), "co_qualname", None) == qualname:
+        return obj
+    if depth >= 4 or obj is None:
+        return None
+    inner = [getattr(obj, "__wrapped__", None)]
+    inner += [cell.cell_contents for cell in getattr(obj, "__closure__", None) or () if _filled(cell)]
+    if not isinstance(obj, (types.FunctionType, type)):
+        inner += list(getattr(obj, "__dict__", {}).values())
+    for candidate in inner:
+        if callable(candidate):
+            found = unwrapped(candidate, qualname, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+        return True
+    except ValueError:
+        return False
 
 
 def file_savable(f) -> bool:
@@ -439,6 +494,13 @@ class StatePickler(pickle.Pickler):
             return True
         return function and not self._found_by_name(obj)
 
+    def _wrapped_under_its_name(self, function) -> bool:
+        module = self._main if function.__module__ == "__main__" else sys.modules.get(function.__module__)
+        found = module
+        for part in function.__qualname__.split("."):
+            found = getattr(found, part, None)
+        return found is not None and found is not function and unwrapped(found, function.__qualname__) is function
+
     def _found_by_name(self, function) -> bool:
         module = self._main if function.__module__ == "__main__" else sys.modules.get(function.__module__)
         found = module
@@ -455,6 +517,8 @@ class StatePickler(pickle.Pickler):
 
         if not self._by_value(function):
             return NotImplemented
+        if self._wrapped_under_its_name(function):  # a decorator without functools.wraps
+            return _find_wrapped, (function.__module__, function.__qualname__)
         home = function.__globals__.get("__name__")  # where it was defined; __module__ may be copied
         return _make_function, (
             marshal.dumps(function.__code__),
@@ -509,6 +573,9 @@ class StatePickler(pickle.Pickler):
             return type(obj), (obj.__func__,)
         if type(obj) is property:
             return property, (obj.fget, obj.fset, obj.fdel, obj.__doc__)
+        if isinstance(obj, BaseException) and _init_takes_other_arguments(type(obj)):
+            # pickle would call FetchError(*e.args) on load, which its own __init__ refuses
+            return _rebuild_exception, (type(obj), obj.args), obj.__dict__ or None
         if isinstance(obj, types.CellType):
             try:
                 return _empty_cell, (), (obj.cell_contents,), None, None, _fill_cell

@@ -91,6 +91,10 @@ SETTING_CALLS = frozenset(
         "basicConfig",
         "setrecursionlimit",
         "set_start_method",
+        "set_grad_enabled",  # torch.set_grad_enabled(False): the global grad mode
+        "set_detect_anomaly",  # torch.autograd.set_detect_anomaly(True)
+        "set_config",  # sklearn.set_config(transform_output="pandas")
+        "set_option",  # pd.set_option("display.width", 200)
         "chdir",  # os.chdir: files the rest of the program writes land there
         "register",  # atexit.register, codecs.register
         "signal",  # signal.signal: a handler for SIGTERM, SIGINT

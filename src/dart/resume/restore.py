@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..astpath import nested_code, node_at
-from ..capture import load_roots
+from ..capture import load_roots, pickler
 from ..capture.hidden import compare_environment
 from ..capture.path import describe
 from ..errors import CaptureError, ResumeError, StoreError
@@ -80,15 +80,30 @@ class Program:
 
 def _reenter(saved, fresh):
     """``__dart_reenter__``: the saved object of a ``with ... as x`` on the
-    path if it is an open file (reopened at its committed length), else a new
-    manager from the statement's own expression."""
+    path if it is an open file (reopened at its committed length) or a manager
+    whose ``__enter__`` only returns itself (an ExitStack with its callbacks, a
+    progress bar: entering it again changes nothing), else a new manager from the
+    statement's own expression (``torch.no_grad()`` must set its mode again)."""
     try:
         value = saved()
     except Exception:
         value = None
     if isinstance(value, io.IOBase) and not value.closed:
         return value
+    if value is not None and _enter_returns_self(type(value)):
+        return value
     return fresh()
+
+
+def _enter_returns_self(cls: type) -> bool:
+    import dis
+
+    enter = getattr(cls, "__enter__", None)
+    code = getattr(enter, "__code__", None)
+    if code is None or code.co_argcount != 1:
+        return False
+    ops = [(i.opname, i.arg) for i in dis.get_instructions(code) if i.opname not in ("RESUME", "NOP", "CACHE")]
+    return ops == [("LOAD_FAST", 0), ("RETURN_VALUE", None)]
 
 
 def _resolve_function(namespace: dict, qualname: str, route: str | None = None):
@@ -111,9 +126,7 @@ def _resolve_function(namespace: dict, qualname: str, route: str | None = None):
             obj = inspect.getattr_static(obj, part)
     except AttributeError:
         obj = None
-    obj = getattr(obj, "__func__", obj)  # staticmethod, classmethod
-    while obj is not None and getattr(getattr(obj, "__code__", None), "co_qualname", None) != qualname:
-        obj = getattr(obj, "__wrapped__", None)
+    obj = pickler.unwrapped(obj, qualname)
     if obj is None:
         raise ResumeError(f"cannot resume inside {qualname}(): the script no longer defines it", next_step="fresh")
     return obj
