@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+import sys
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import xxhash
 
-from .capture import Capturer, appended, csvwriter, dataloader, loading_commit, pickler, progressbars, filechanges, textfiles
+from .capture import Capturer, appended, csvwriter, dataloader, loading_commit, pickler, progressbars, filechanges, statics, textfiles
 from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
@@ -272,6 +273,20 @@ _REBUILDABLE_MODULES = (
 )
 
 
+def _modules_named(saved: dict) -> dict:
+    """The user modules a commit saved attributes of, imported (resume sets them back
+    before the program would import them)."""
+    import importlib
+
+    out = {}
+    for name in {key.partition(":")[0] for key in saved} - {"__main__"}:
+        try:
+            out[name] = sys.modules.get(name) or importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - named in the warning that its state is not set back
+            continue
+    return out
+
+
 def _rebuildable_kind(value) -> bool:
     module = type(value).__module__ or ""
     if module == "queue" and getattr(value, "qsize", lambda: 1)() != 0:
@@ -429,6 +444,8 @@ class Session:
         for arm in plan.arms:
             arm.function.__code__ = arm.variant
             self.monitor.watch_function(arm.variant, arm.node, arm.module, arm.tree)
+        for problem in statics.apply(plan.statics, self.module, _modules_named(plan.statics)):
+            warnings.warn(f"resuming commit {plan.record.short}: {problem}", DartWarning, stacklevel=2)
         restore_hidden(plan.hidden)
         journal = appended.read_journal(self._appends_journal) if self._appends_journal else {}
         appended.cut_back(plan.record.appended, journal)  # lines appended after the commit are redone
@@ -683,7 +700,8 @@ class Session:
             else:
                 namespace = {**namespace, bind[0]: bind[1]}
         try:
-            pods, keep, info = self.capturer.capture(namespace, iterators, frame_locals)
+            held = statics.collect(self.module, self.monitor.user_code.modules if self.monitor.user_code else [])
+            pods, keep, info = self.capturer.capture(namespace, iterators, frame_locals, held)
         except CaptureError as exc:
             # Trying again at every safe point would cost as much each time (a deep
             # structure that fails only at the recursion limit): safe points are

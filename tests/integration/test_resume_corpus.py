@@ -133,6 +133,7 @@ CASES = [
     Case("pandas_rows", "pandas_rows.py", repeat=2),  # library generators (iterrows, date_range) saved as frames
     Case("text_lines", "text_lines.py"),  # `for line in f` over text files: commits in the first pass
     Case("checkpoint_rotation", "checkpoint_rotation.py"),  # files removed and made after a commit: undone on resume
+    Case("class_config", "class_config.py"),  # attributes of a config class, a function, a settings module
 ]
 BY_ID = {case.id: case for case in CASES}
 

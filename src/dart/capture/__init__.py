@@ -63,6 +63,7 @@ class Capturer:
         self.rebuildable = rebuildable or (lambda frame_key, name, value: None)
         # (frame_key, name) -> (id of the value, type name, reason, how rebuilt or None)
         self.skipped: dict[tuple, tuple[int, str, str, str | None]] = {}
+        self.bad_statics: set[tuple[str, str]] = set()  # (statics key, attribute) that do not pickle
 
     def is_program_global(self, name: str) -> bool:
         return name not in SKIPPED_GLOBALS and not name.startswith("__dart_")
@@ -76,14 +77,17 @@ class Capturer:
         )
 
     def capture(
-        self, namespace: dict, iterators: dict[str, object], frame_locals: list[tuple] = ()
+        self, namespace: dict, iterators: dict[str, object], frame_locals: list[tuple] = (),
+        statics: dict[str, dict] | None = None,
     ) -> tuple[list[pods.Pod], list, dict]:
         """Pickle the roots: the module's globals, the loops' iterators and the
         locals of the function frames on the path (``frame_locals`` holds one
         (frame_key, locals) pair per frame), one pod each (see pods.py). Returns
         (pods, keep-alive list to hold until their buffers are copied, info);
         info["skipped"] maps each global left out to "type: reason" and
-        info["rebuilt"] maps frame index (0: globals) to the names resume must rebuild."""
+        info["rebuilt"] maps frame index (0: globals) to the names resume must rebuild.
+        ``statics``: attributes of classes, functions and user modules (capture/statics.py);
+        one that does not pickle is left out (said once), never the commit."""
         program = {n: v for n, v in namespace.items() if self.is_program_global(n) and not self._known_bad(None, n, v)}
         for name, value in program.items():
             if pickler.graph_in_use(value):  # not left out: the commit waits until its graph is spent
@@ -101,13 +105,16 @@ class Capturer:
                     raise UnsavableIterator({f"local variable '{name}' of {key}()": f"{known[1]}: {known[2]}"})
             frames.append(kept)
         hidden = capture_hidden()
+        statics = {key: {n: v for n, v in values.items() if (key, n) not in self.bad_statics}
+                   for key, values in (statics or {}).items()}
 
         def roots():
-            return pod_roots(program, iterators, frames, hidden)
+            return pod_roots(program, iterators, frames, hidden, statics)
 
         try:
             cut, keep = pods.cut(roots(), main_module=self.main, fresh=FRESH_ROOTS)
         except Exception:
+            self._diagnose_statics(statics)
             self._diagnose(program, iterators, frame_locals, frames)
             try:
                 cut, keep = pods.cut(roots(), main_module=self.main)
@@ -127,6 +134,19 @@ class Capturer:
                 elif index == 0:
                     skipped[name] = f"{known[1]}: {known[2]}"
         return cut, keep, {"skipped": skipped, "rebuilt": rebuilt}
+
+    def _diagnose_statics(self, statics: dict[str, dict]) -> None:
+        """Leave out (from now on, said once) the attributes of classes, functions and
+        user modules that do not pickle."""
+        for key, values in statics.items():
+            for name, value in list(values.items()):
+                if not _pickles(value, self.main):
+                    self.bad_statics.add((key, name))
+                    del values[name]
+                    module, _, owner = key.partition(":")
+                    where = f"{owner}.{name}" if owner else f"{module}.{name}"
+                    warnings.warn(f"{where} ({_type_name(value)}) is not saved in commits: {_why(value, self.main)}",
+                                  DartWarning, stacklevel=2)
 
     def _diagnose(self, program: dict, iterators: dict, frame_locals, frames: list[dict]) -> None:
         """Find which variables do not pickle (slow path, once per new value),
@@ -209,28 +229,34 @@ def _root_name(pod: str | None) -> str:
         return f"global variable '{key}'"
     if kind == "i":
         return f"the iterator of the loop {key}"
+    if kind == "s":
+        return f"the saved attributes of {key.replace(':', '.').strip('.')}"
     if kind.startswith("f") and key:
         return f"local variable '{key}' (frame {kind[1:]} of the saved path)"
     return "the saved random state" if pod == "hidden" else f"saved object {pod!r}"
 
 
-def pod_roots(program: dict, iterators: dict, frames: list[dict], hidden) -> list[tuple[str, object]]:
+def pod_roots(program: dict, iterators: dict, frames: list[dict], hidden,
+              statics: dict | None = None) -> list[tuple[str, object]]:
     """The roots of a commit as (pod name, value), in pickling order."""
     roots = [(f"g:{name}", value) for name, value in program.items()]
     for index, local_vars in enumerate(frames, start=1):
         roots.extend((f"f{index}:{name}", value) for name, value in local_vars.items())
     roots.extend((f"i:{key}", value) for key, value in iterators.items())
+    roots.extend((f"s:{key}", values) for key, values in (statics or {}).items() if values)
     roots.append(("frames", len(frames)))
     roots.append(("hidden", hidden))
     return roots
 
 
 def _roots_from_pods(values: dict) -> dict:
-    roots = {"globals": {}, "iterators": {}, "frames": [{} for _ in range(values.get("frames", 0))]}
+    roots = {"globals": {}, "iterators": {}, "frames": [{} for _ in range(values.get("frames", 0))], "statics": {}}
     for name, value in values.items():
         kind, _, key = name.partition(":")
         if kind == "g":
             roots["globals"][key] = value
+        elif kind == "s":
+            roots["statics"][key] = value
         elif kind == "i":
             roots["iterators"][key] = value
         elif kind.startswith("f") and key:

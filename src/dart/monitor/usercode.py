@@ -25,6 +25,7 @@ class UserCode:
     packages: tuple[str, ...] = ()  # packages named as user code, wherever they live
     _seen: set = field(default_factory=set)
     _count: int = 0  # len(sys.modules) at the last look
+    modules: list = field(default_factory=list)  # the user modules found so far
     #: folder -> its real path: a resume after importing torch looks at ~1300
     #: modules in ~150 folders; realpath per module cost ~0.8 s of it
     _real_dirs: dict = field(default_factory=dict)
@@ -76,6 +77,7 @@ class UserCode:
             self._seen.add(id(module))
             if self.is_user_module(module):
                 found.append(module)
+        self.modules.extend(found)
         return found
 
 

@@ -59,6 +59,7 @@ class ResumePlan:
     tracked: list = field(default_factory=list)  #: loops the monitor counts from the start
     state: CommitState | None = None  #: what the writer is seeded with
     hidden: dict | None = None  #: random state to put back last
+    statics: dict = field(default_factory=dict)  #: attributes of classes, functions, user modules (capture/statics.py)
     problems: list[str] = field(default_factory=list)  #: environment differences to warn about
     edited: bool = False  #: the script changed since the commit
 
@@ -201,6 +202,7 @@ def plan_resume(program: Program, record: CommitRecord, store, progress=None) ->
         tracked=record.tracked,
         state=state,
         hidden=roots["hidden"],
+        statics=roots.get("statics", {}),
         problems=[f"resuming commit {short}: {p}" for p in compare_environment(record.env)],
         edited=record.source.get("hash") != program.source_hash,
     )
