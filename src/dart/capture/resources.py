@@ -111,6 +111,10 @@ def reduce_logging(obj, kinds: tuple):
         except (OSError, ValueError):
             size = None
         return _file_handler, (obj.baseFilename, mode, obj.encoding, obj.delay, obj.errors, size), handler_state
+    rotating = _rotating_args(obj)
+    if rotating is not None:
+        obj.flush()
+        return _rotating_handler, (type(obj).__name__, obj.baseFilename, rotating, _stream_size(obj)), handler_state
     if type(obj) is stream_handler and obj.stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         stream = "stdout" if obj.stream in (sys.stdout, sys.__stdout__) else "stderr"
         return _stream_handler, (stream,), handler_state
@@ -120,9 +124,48 @@ def reduce_logging(obj, kinds: tuple):
 def _savable_handler(handler, kinds) -> bool:
     _, _, file_handler, stream_handler, null_handler = kinds
     kind = type(handler)
-    return kind is file_handler or kind is null_handler or (
+    return kind is file_handler or kind is null_handler or _rotating_args(handler) is not None or (
         kind is stream_handler and handler.stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     )
+
+
+def _rotating_args(handler) -> dict | None:
+    """The settings of a RotatingFileHandler / TimedRotatingFileHandler (exactly those
+    types), as keyword arguments; None for any other handler."""
+    handlers = sys.modules.get("logging.handlers")
+    kind = type(handler)
+    if handlers is None or kind not in (handlers.RotatingFileHandler, handlers.TimedRotatingFileHandler):
+        return None
+    common = {"encoding": handler.encoding, "delay": handler.delay, "errors": handler.errors}
+    if kind is handlers.RotatingFileHandler:
+        mode = "a" if "w" in handler.mode else handler.mode
+        return dict(common, mode=mode, maxBytes=handler.maxBytes, backupCount=handler.backupCount)
+    return dict(common, when=handler.when, interval=handler.interval // _unit_seconds(handler.when),
+                backupCount=handler.backupCount, utc=handler.utc, atTime=handler.atTime)
+
+
+def _unit_seconds(when: str) -> int:
+    when = when.upper()
+    if when.startswith("W"):
+        return 7 * 24 * 3600
+    return {"S": 1, "M": 60, "H": 3600, "D": 24 * 3600, "MIDNIGHT": 24 * 3600}.get(when, 1)
+
+
+def _stream_size(handler) -> int | None:
+    try:
+        return os.fstat(handler.stream.fileno()).st_size if handler.stream is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def _rotating_handler(kind: str, path: str, settings: dict, size: int | None):
+    """A rotating file handler as configured, appending to its file cut back to its
+    size at the commit (files it rotated away since stay as they are)."""
+    import logging.handlers
+
+    if size is not None and os.path.exists(path) and os.path.getsize(path) > size:
+        os.truncate(path, size)
+    return getattr(logging.handlers, kind)(path, **settings)
 
 
 def logging_by_name(name):

@@ -1,12 +1,19 @@
 """A logger set up inside main() the way experiment scripts do: a file handler
-and a stdout handler kept in locals, with formatters and levels, and a second
-logger for metrics that does not propagate."""
+and a stdout handler kept in locals, with formatters and levels, a second
+logger for metrics that does not propagate, and a module-level logger with a
+rotating file handler (set up by module code that resume does not run again)."""
 
 import hashlib
 import logging
+import logging.handlers
 import random
 import sys
 import time
+
+events = logging.getLogger("events")
+events.setLevel(logging.INFO)
+events.propagate = False
+events.addHandler(logging.handlers.RotatingFileHandler("events.log", mode="w", maxBytes=700, backupCount=50))
 
 
 def main():
@@ -30,6 +37,7 @@ def main():
         log.debug("gradient %.9f", target - weight)
         log.info("step %d weight %.9f", step, weight)
         metrics.info("%d,%.9f", step, weight)
+        events.info("step %d target %.9f with some padding to make the rotating file roll over now and then", step, target)
         time.sleep(0.04)
     print("sha256", hashlib.sha256(repr(weight).encode()).hexdigest())
 
