@@ -16,8 +16,8 @@ import io
 import json
 import logging
 import os
-import time
 import sys
+import time
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -25,7 +25,9 @@ from pathlib import Path
 
 import xxhash
 
-from .capture import Capturer, appended, csvwriter, dataloader, loading_commit, pickler, progressbars, filechanges, statics, textfiles
+from .capture import (
+    Capturer, appended, csvwriter, dataloader, filechanges, loading_commit, pickler, progressbars, statics, textfiles,
+)
 from .capture.hidden import environment, restore_hidden
 from .capture.path import (
     FrameSpot,
