@@ -85,7 +85,10 @@ def _init_takes_other_arguments(cls: type) -> bool:
     """Does this exception class define an ``__init__`` of its own (whose arguments
     need not be its ``args``), and pickle it the default way?"""
     return (cls.__reduce_ex__ is BaseException.__reduce_ex__ and cls.__reduce__ is BaseException.__reduce__
-            and any("__init__" in vars(k) for k in cls.__mro__[:-3] if k.__flags__ & (1 << 9)))
+            and any("__init__" in vars(k) for k in cls.__mro__ if k.__flags__ & _HEAP_TYPE))
+
+
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: classes made by a class statement (built-in exceptions are not)
 
 
 def _rebuild_exception(cls, args):
